@@ -1,0 +1,27 @@
+"""Base model for every Kubernetes-facing schema: camelCase on the wire, snake_case in Python,
+frozen (specs are values), unknown fields refused."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+from pydantic.alias_generators import to_camel
+
+
+class KubeModel(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, frozen=True, extra="forbid"
+    )
+
+    def to_wire(self) -> dict[str, Any]:
+        """The camelCase dict as it appears in YAML / the API, defaults included."""
+        return self.model_dump(by_alias=True, mode="json", exclude_none=True)
+
+
+def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
+    """One CEL rule (x-kubernetes-validations entry) for the generated CRD schema."""
+    entry = {"rule": rule, "message": message}
+    if field_path:
+        entry["fieldPath"] = field_path
+    return entry

@@ -1,0 +1,157 @@
+"""Wire messages between clients and workers (JSON, UTF-8, Kafka key = request_id), the job record
+kept in Redis and the worker heartbeat the operator aggregates. snake_case on the wire.
+
+Requests are parsed leniently here (types only); limits against the model and pool are checked
+by the worker's validator so that every rejection can name the field and the limit.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ResultStatus = Literal["succeeded", "failed", "rejected", "blocked", "expired"]
+JobState = Literal["queued", "running", "succeeded", "failed", "rejected", "blocked", "expired"]
+TERMINAL_STATES: frozenset[str] = frozenset(
+    {"succeeded", "failed", "rejected", "blocked", "expired"}
+)
+WorkerState = Literal["starting", "loading", "ready", "draining", "stopped", "failed"]
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes | str) -> Any:
+        return cls.model_validate_json(data)
+
+
+class GenerationRequest(Message):
+    request_id: str = Field(min_length=1, max_length=128)
+    prompt: str
+    model: str | None = None
+    negative_prompt: str | None = None
+    width: int | None = None
+    height: int | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    sampler: str | None = None
+    seed: int | None = None
+    num_images: int = 1
+    output_format: str = "png"
+    tier: str | None = None
+    submitted_at: float | None = None  # unix seconds
+    deadline: float | None = None  # unix seconds; later → status=expired
+    webhook: str | None = None
+
+
+class ErrorInfo(Message):
+    code: str  # e.g. invalid_field, unknown_model, generation_failed
+    message: str
+    field: str | None = None
+    limit: str | None = None
+
+
+class ImageRef(Message):
+    key: str
+    url: str
+    width: int
+    height: int
+    seed: int
+    sha256: str
+    format: str = "png"
+
+
+class Timings(Message):
+    queue_ms: float = 0.0
+    generate_ms: float = 0.0
+    upload_ms: float = 0.0
+    total_ms: float = 0.0
+
+
+class GenerationResult(Message):
+    request_id: str
+    status: ResultStatus
+    images: list[ImageRef] = Field(default_factory=list)
+    error: ErrorInfo | None = None
+    cache_hit: bool = False
+    timings: Timings = Timings()
+    worker: str | None = None
+    model: str | None = None
+    model_revision: str | None = None
+    tier: str | None = None
+    attempts: int = 1
+    finished_at: float | None = None
+
+
+class JobRecord(Message):
+    """Redis hash imagegen:job:<request_id>; `result` holds the terminal result as JSON."""
+
+    request_id: str
+    state: JobState
+    updated_at: float
+    worker: str | None = None
+    tier: str | None = None
+    attempts: int = 0
+    result: GenerationResult | None = None
+
+    def to_hash(self) -> dict[str, str]:
+        h = {
+            "request_id": self.request_id,
+            "state": self.state,
+            "updated_at": repr(self.updated_at),
+            "attempts": str(self.attempts),
+        }
+        if self.worker:
+            h["worker"] = self.worker
+        if self.tier:
+            h["tier"] = self.tier
+        if self.result is not None:
+            h["result"] = self.result.model_dump_json(exclude_none=True)
+        return h
+
+    @classmethod
+    def from_hash(cls, h: dict[str, str] | dict[bytes, bytes]) -> JobRecord:
+        d = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+             for k, v in h.items()}
+        result = GenerationResult.model_validate_json(d["result"]) if d.get("result") else None
+        return cls(
+            request_id=d["request_id"],
+            state=d["state"],  # type: ignore[arg-type]
+            updated_at=float(d.get("updated_at", 0)),
+            worker=d.get("worker"),
+            tier=d.get("tier"),
+            attempts=int(d.get("attempts", 0)),
+            result=result,
+        )
+
+
+class Heartbeat(Message):
+    """One field per worker pod in imagegen:workers:<ns>/<pool>; stale after 3 intervals."""
+
+    worker: str
+    role: str | None = None  # warm | cold
+    state: WorkerState
+    ready: bool
+    models: list[str] = Field(default_factory=list)
+    model_revision: str | None = None
+    in_flight: int = 0
+    processed: int = 0
+    failed: int = 0
+    images_per_second: float = 0.0  # recent throughput (sliding window)
+    batch_seconds_p50: float | None = None
+    interval_seconds: float
+    updated_at: float
+    started_at: float
+
+    def is_fresh(self, now: float) -> bool:
+        return now - self.updated_at <= 3 * self.interval_seconds
+
+
+def dumps(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()

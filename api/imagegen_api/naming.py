@@ -1,0 +1,150 @@
+"""Every name shared by the operator, the workers and clients: API group, topics, Redis keys,
+labels, child object names and environment variables. One module so they cannot drift apart.
+
+Pure functions of (namespace, pool, …); imported by both sides and by the tests.
+"""
+
+from __future__ import annotations
+
+GROUP = "imagegen.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+CATEGORY = "imagegen"
+
+IMAGEMODEL_KIND = "ImageModel"
+IMAGEMODEL_PLURAL = "imagemodels"
+GENERATIONPOOL_KIND = "GenerationPool"
+GENERATIONPOOL_PLURAL = "generationpools"
+
+FIELD_MANAGER = "imagegen-operator"
+FINALIZER = "imagegen.dev/finalizer"
+
+DEFAULT_TIERS: tuple[str, ...] = ("turbo", "fast", "relax")
+
+# --- Kafka ----------------------------------------------------------------------------------
+
+
+def _prefix(namespace: str, pool: str) -> str:
+    return f"imagegen.{namespace}.{pool}"
+
+
+def tier_topic(namespace: str, pool: str, tier: str) -> str:
+    """Topic a client produces requests of one priority tier to."""
+    return f"{_prefix(namespace, pool)}.{tier}"
+
+
+def results_topic(namespace: str, pool: str) -> str:
+    return f"{_prefix(namespace, pool)}.results"
+
+
+def dlq_topic(namespace: str, pool: str) -> str:
+    return f"{_prefix(namespace, pool)}.dlq"
+
+
+def consumer_group(namespace: str, pool: str) -> str:
+    """The one consumer group all workers of a pool (warm and cold) share."""
+    return _prefix(namespace, pool)
+
+
+def tier_of_topic(topic: str) -> str:
+    """Tier name from a tier topic (last dot-separated part)."""
+    return topic.rsplit(".", 1)[-1]
+
+
+# --- Redis ----------------------------------------------------------------------------------
+
+
+def cache_key(digest: str) -> str:
+    return f"imagegen:cache:{digest}"
+
+
+def job_key(request_id: str) -> str:
+    return f"imagegen:job:{request_id}"
+
+
+def workers_key(namespace: str, pool: str) -> str:
+    """Redis hash of heartbeats: one field per worker pod, JSON value."""
+    return f"imagegen:workers:{namespace}/{pool}"
+
+
+# --- S3 -------------------------------------------------------------------------------------
+
+
+def object_key(namespace: str, pool: str, digest: str, ext: str) -> str:
+    return f"{namespace}/{pool}/{digest}.{ext}"
+
+
+# --- Kubernetes children and labels ---------------------------------------------------------
+
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_INSTANCE = "app.kubernetes.io/instance"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_POOL = "imagegen.dev/pool"
+LABEL_ROLE = "imagegen.dev/role"  # warm | cold
+# Dev only: the local pod runner turns pods with this label into real local processes.
+# The operator copies it from a GenerationPool's own labels onto its worker pods.
+LABEL_LOCAL_RUNNER = "imagegen.dev/local-runner"
+ANNOTATION_CONFIG_HASH = "imagegen.dev/config-hash"
+
+ROLE_WARM = "warm"
+ROLE_COLD = "cold"
+ROLES: tuple[str, ...] = (ROLE_WARM, ROLE_COLD)
+
+# Node placement defaults: spot capacity is labelled and tainted; cold workers tolerate it.
+LABEL_CAPACITY_TYPE = "imagegen.dev/capacity-type"
+CAPACITY_SPOT = "spot"
+CAPACITY_ON_DEMAND = "on-demand"
+TAINT_SPOT = "imagegen.dev/spot"
+
+
+def config_map_name(pool: str) -> str:
+    return f"{pool}-worker-config"
+
+
+def deployment_name(pool: str, role: str) -> str:
+    return f"{pool}-{role}"
+
+
+def metrics_service_name(pool: str) -> str:
+    return f"{pool}-metrics"
+
+
+def pdb_name(pool: str) -> str:
+    return f"{pool}-warm"
+
+
+def prefetch_job_name(model: str) -> str:
+    return f"{model}-prefetch"
+
+
+def pool_labels(pool: str) -> dict[str, str]:
+    """Labels every child of a pool carries (selector-safe: never changes for a pool)."""
+    return {
+        LABEL_NAME: "imagegen-worker",
+        LABEL_INSTANCE: pool,
+        LABEL_MANAGED_BY: "imagegen-operator",
+        LABEL_POOL: pool,
+    }
+
+
+def worker_selector(pool: str, role: str) -> dict[str, str]:
+    return {LABEL_POOL: pool, LABEL_ROLE: role}
+
+
+# --- Worker process contract ----------------------------------------------------------------
+
+WORKER_CONFIG_FILE = "worker.json"
+WORKER_CONFIG_DIR = "/etc/imagegen"
+WORKER_HTTP_PORT = 8080
+MODEL_CACHE_DIR = "/models"
+
+ENV_WORKER_CONFIG = "IMAGEGEN_WORKER_CONFIG"  # path to the rendered worker.json
+ENV_HTTP_PORT = "IMAGEGEN_HTTP_PORT"
+ENV_KAFKA_BOOTSTRAP = "IMAGEGEN_KAFKA_BOOTSTRAP"
+ENV_REDIS_URL = "IMAGEGEN_REDIS_URL"
+ENV_S3_ENDPOINT = "IMAGEGEN_S3_ENDPOINT"
+ENV_MODEL_CACHE = "IMAGEGEN_MODEL_CACHE"
+ENV_POD_NAME = "POD_NAME"
+ENV_POD_NAMESPACE = "POD_NAMESPACE"
+ENV_ROLE = "IMAGEGEN_ROLE"

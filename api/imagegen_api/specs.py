@@ -1,0 +1,406 @@
+"""Typed specs of the two custom resources, with their defaults and cross-field rules.
+
+The single source of truth: `crdgen` renders crds/*.yaml from these models (CEL rules included)
+and a test fails if the files drift. The operator parses every CR through them once.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from . import naming
+from .base import KubeModel, cel
+
+Sampler = Literal["euler", "euler_a", "ddim", "dpmpp_2m", "lcm"]
+SAMPLERS: tuple[str, ...] = ("euler", "euler_a", "ddim", "dpmpp_2m", "lcm")
+PipelineFamily = Literal["sdxl", "sd15", "sd3", "flux", "auto"]
+DType = Literal["float16", "bfloat16", "float32"]
+OutputFormat = Literal["png", "webp"]
+
+SOURCE_PATTERN = (
+    r"^(hf://[A-Za-z0-9._-]+/[A-Za-z0-9._-]+(@[A-Za-z0-9._/-]+)?"
+    r"|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?"
+    r"|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/[^\s]*)?"
+    r"|file:///[^\s]*"
+    r"|builtin://tiny-sdxl)$"
+)
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|M|G|T)?$"
+
+
+# --- ImageModel ------------------------------------------------------------------------------
+
+
+class GenerationDefaults(KubeModel):
+    """Parameters a request gets when it does not set them."""
+
+    sampler: Sampler = "euler"
+    steps: int = Field(30, ge=1, le=500)
+    guidance: float = Field(7.0, ge=0, le=50)
+    width: int = Field(1024, ge=64, le=8192, multiple_of=8)
+    height: int = Field(1024, ge=64, le=8192, multiple_of=8)
+    negative_prompt: str = Field("", max_length=2000)
+
+
+class ModelLimits(KubeModel):
+    """What one request may ask of this model; every rejection names one of these."""
+
+    max_pixels: int = Field(1536 * 1536, ge=64 * 64, le=8192 * 8192)
+    max_steps: int = Field(100, ge=1, le=500)
+    max_prompt_tokens: int = Field(77, ge=1, le=4096)
+    max_images_per_request: int = Field(4, ge=1, le=16)
+
+
+class LoraAdapter(KubeModel):
+    name: str = Field(pattern=DNS_LABEL, max_length=63)
+    source: str = Field(pattern=SOURCE_PATTERN, max_length=512)
+    weight: float = Field(1.0, ge=-5, le=5)
+
+
+class Prefetch(KubeModel):
+    """Download the weights once into a PersistentVolumeClaim that workers mount read-only."""
+
+    claim_name: str = Field(pattern=DNS_LABEL, max_length=63)
+    # When set, the operator creates the claim if it is missing.
+    size: str | None = Field(None, pattern=QUANTITY)
+    storage_class_name: str | None = None
+
+
+class Optimizations(KubeModel):
+    """Speed levers. The defaults never change pixels; lossy ones are opt-in per model."""
+
+    compile: bool = False
+    channels_last: bool = True
+    fuse_qkv: bool = False
+    vae_tiling: bool = False
+    # Lossy, opt-in: reuse deep UNet features across steps, or fp8 matmuls.
+    step_cache: bool = False
+    fp8: bool = False
+
+
+class ImageModelSpec(KubeModel):
+    model_config = KubeModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel(
+                    "self.defaults.width * self.defaults.height <= self.limits.maxPixels",
+                    "defaults.width x defaults.height must not exceed limits.maxPixels",
+                    ".defaults",
+                ),
+                cel(
+                    "self.defaults.steps <= self.limits.maxSteps",
+                    "defaults.steps must not exceed limits.maxSteps",
+                    ".defaults.steps",
+                ),
+                cel(
+                    "!self.source.startsWith('builtin://') || self.pipeline == 'sdxl'",
+                    "builtin://tiny-sdxl is an SDXL pipeline: set pipeline to sdxl",
+                    ".pipeline",
+                ),
+            ]
+        }
+    }
+
+    source: str = Field(
+        pattern=SOURCE_PATTERN,
+        max_length=512,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self == oldSelf",
+                    "source is immutable: create a new ImageModel to serve other weights",
+                )
+            ]
+        },
+    )
+    pipeline: PipelineFamily = "sdxl"
+    dtype: DType = "float16"
+    revision: str | None = Field(None, max_length=128)
+    defaults: GenerationDefaults = GenerationDefaults()
+    limits: ModelLimits = ModelLimits()
+    loras: list[LoraAdapter] = Field(
+        default_factory=list,
+        max_length=16,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    gpu_memory_gib: int | None = Field(None, alias="gpuMemoryGiB", ge=1, le=1024)
+    prefetch: Prefetch | None = None
+    optimizations: Optimizations = Optimizations()
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> ImageModelSpec:
+        d, lim = self.defaults, self.limits
+        if d.width * d.height > lim.max_pixels:
+            raise ValueError("defaults.width x defaults.height must not exceed limits.maxPixels")
+        if d.steps > lim.max_steps:
+            raise ValueError("defaults.steps must not exceed limits.maxSteps")
+        if self.source.startswith("builtin://") and self.pipeline != "sdxl":
+            raise ValueError("builtin://tiny-sdxl is an SDXL pipeline: set pipeline to sdxl")
+        return self
+
+
+# --- GenerationPool --------------------------------------------------------------------------
+
+
+class Toleration(KubeModel):
+    key: str | None = Field(None, max_length=253)
+    operator: Literal["Exists", "Equal"] = "Equal"
+    value: str | None = Field(None, max_length=63)
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+
+SPOT_TOLERATION = Toleration(
+    key=naming.TAINT_SPOT, operator="Equal", value="true", effect="NoSchedule"
+)
+
+
+class WarmPool(KubeModel):
+    """On-demand workers that keep models loaded; never fewer than minReplicas."""
+
+    model_config = KubeModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel(
+                    "self.minReplicas <= self.maxReplicas",
+                    "warm.minReplicas must be less than or equal to warm.maxReplicas",
+                    ".minReplicas",
+                )
+            ]
+        }
+    }
+    min_replicas: int = Field(1, ge=0, le=1000)
+    max_replicas: int = Field(4, ge=0, le=1000)
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
+
+    @model_validator(mode="after")
+    def _min_le_max(self) -> WarmPool:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("warm.minReplicas must be less than or equal to warm.maxReplicas")
+        return self
+
+
+class ColdPool(KubeModel):
+    """Spot/preemptible overflow workers; scale to zero, wake above the activation lag."""
+
+    max_replicas: int = Field(8, ge=0, le=1000)
+    activation_lag: int = Field(5, ge=0, le=1_000_000)
+    node_selector: dict[str, str] = Field(
+        default_factory=lambda: {naming.LABEL_CAPACITY_TYPE: naming.CAPACITY_SPOT}
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=lambda: [SPOT_TOLERATION], max_length=32
+    )
+
+
+class KeyRef(KubeModel):
+    name: str = Field(pattern=DNS_LABEL, max_length=253)
+    key: str = Field(max_length=253)
+
+
+class ValueFrom(KubeModel):
+    """A value read from a ConfigMap or a Secret in the pool's namespace."""
+
+    model_config = KubeModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel(
+                    "has(self.configMapKeyRef) != has(self.secretKeyRef)",
+                    "set exactly one of configMapKeyRef or secretKeyRef",
+                )
+            ]
+        }
+    }
+    config_map_key_ref: KeyRef | None = None
+    secret_key_ref: KeyRef | None = None
+
+
+class Tier(KubeModel):
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=20)
+    weight: int = Field(ge=1, le=1000)
+    # A request older than this is served before any younger one (starvation guard).
+    max_wait_seconds: int = Field(300, ge=1, le=86400)
+
+
+DEFAULT_TIER_SPECS: tuple[Tier, ...] = (
+    Tier(name="turbo", weight=10, max_wait_seconds=10),
+    Tier(name="fast", weight=5, max_wait_seconds=60),
+    Tier(name="relax", weight=1, max_wait_seconds=300),
+)
+
+
+def _one_source(field: str) -> dict[str, str]:
+    return cel(
+        f"!(has(self.{field}) && has(self.{field}From))",
+        f"set at most one of {field} or {field}From",
+    )
+
+
+class QueueSpec(KubeModel):
+    model_config = KubeModel.model_config | {
+        "json_schema_extra": {"x-kubernetes-validations": [_one_source("bootstrapServers")]}
+    }
+    # Absent both: the operator's own default (its IMAGEGEN_KAFKA_BOOTSTRAP).
+    bootstrap_servers: str | None = Field(None, max_length=1024)
+    bootstrap_servers_from: ValueFrom | None = None
+    partitions: int = Field(6, ge=1, le=1000)
+    replication_factor: int = Field(1, ge=1, le=7)
+    tiers: list[Tier] = Field(
+        default_factory=lambda: list(DEFAULT_TIER_SPECS),
+        min_length=1,
+        max_length=8,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    # A request that fails this many times goes to the dead-letter topic.
+    max_attempts: int = Field(3, ge=1, le=100)
+
+
+class AutoscalingSpec(KubeModel):
+    poll_seconds: int = Field(5, ge=1, le=300)
+    target_lag_per_worker: int = Field(2, ge=1, le=100_000)
+    # SLO mode: enough workers to drain the backlog within this many seconds.
+    target_wait_seconds: int | None = Field(None, ge=1, le=86400)
+    scale_up_stabilization_seconds: int = Field(0, ge=0, le=3600)
+    scale_down_stabilization_seconds: int = Field(300, ge=0, le=86400)
+    # More consumers than partitions sit idle; allow it only on purpose.
+    allow_idle_consumers: bool = False
+
+
+class BatchingSpec(KubeModel):
+    max_batch_size: int = Field(4, ge=1, le=64)
+    max_wait_ms: int = Field(50, ge=0, le=10_000)
+
+
+class CacheSpec(KubeModel):
+    model_config = KubeModel.model_config | {
+        "json_schema_extra": {"x-kubernetes-validations": [_one_source("redisUrl")]}
+    }
+    enabled: bool = True
+    redis_url: str | None = Field(None, max_length=1024)
+    redis_url_from: ValueFrom | None = None
+    ttl_seconds: int = Field(86400, ge=1, le=30 * 86400)
+
+
+class StorageSpec(KubeModel):
+    endpoint: str | None = Field(None, max_length=1024)
+    bucket: str = Field("imagegen", pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    region: str = Field("us-east-1", max_length=64)
+    # Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; absent: the operator's default.
+    credentials_secret: str | None = Field(None, pattern=DNS_LABEL, max_length=253)
+    url_ttl_seconds: int = Field(3600, ge=60, le=7 * 86400)
+
+
+class SafetySpec(KubeModel):
+    enabled: bool = True
+    blocklist: list[str] = Field(default_factory=list, max_length=1000)
+
+
+class GpuSpec(KubeModel):
+    resource_name: str = Field("nvidia.com/gpu", max_length=253)
+    # 0 runs workers without a GPU (the CPU demo with builtin://tiny-sdxl).
+    count: int = Field(1, ge=0, le=16)
+    product: str | None = Field(None, max_length=253)
+
+
+class ResourcesSpec(KubeModel):
+    cpu: str = Field("4", pattern=QUANTITY)
+    memory: str = Field("32Gi", pattern=QUANTITY)
+
+
+class EnvVar(KubeModel):
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=253)
+    value: str = Field("", max_length=32768)
+
+
+class WorkerSpec(KubeModel):
+    image: str = Field("ghcr.io/imagegen-dev/imagegen-worker:0.1.0", max_length=512)
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    heartbeat_seconds: int = Field(5, ge=1, le=300)
+    # Long enough to finish the batch in hand after SIGTERM.
+    termination_grace_period_seconds: int = Field(120, ge=5, le=3600)
+    service_account_name: str | None = Field(None, pattern=DNS_LABEL, max_length=253)
+    env: list[EnvVar] = Field(default_factory=list, max_length=64)
+
+
+class GenerationPoolSpec(KubeModel):
+    # The first model is the default for requests that name none.
+    models: list[str] = Field(
+        min_length=1, max_length=16, json_schema_extra={"x-kubernetes-list-type": "set"}
+    )
+    worker: WorkerSpec = WorkerSpec()
+    gpu: GpuSpec = GpuSpec()
+    resources: ResourcesSpec = ResourcesSpec()
+    warm: WarmPool = WarmPool()
+    cold: ColdPool = ColdPool()
+    queue: QueueSpec = QueueSpec()
+    autoscaling: AutoscalingSpec = AutoscalingSpec()
+    batching: BatchingSpec = BatchingSpec()
+    cache: CacheSpec = CacheSpec()
+    storage: StorageSpec = StorageSpec()
+    safety: SafetySpec = SafetySpec()
+    job_ttl_seconds: int = Field(86400, ge=60, le=30 * 86400)
+
+    @property
+    def default_model(self) -> str:
+        return self.models[0]
+
+    @property
+    def tier_names(self) -> list[str]:
+        return [t.name for t in self.queue.tiers]
+
+
+# --- Status (written by the operator) --------------------------------------------------------
+
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+class Condition(KubeModel):
+    type: str
+    status: ConditionStatus
+    reason: str
+    message: str = ""
+    last_transition_time: str | None = None
+    observed_generation: int | None = None
+
+
+class RolePoolStatus(KubeModel):
+    desired: int = 0
+    replicas: int = 0
+    ready: int = 0
+
+
+class QueueStatus(KubeModel):
+    lag: int = 0
+    lag_by_tier: dict[str, int] = Field(default_factory=dict)
+    partitions: int = 0
+
+
+class GenerationPoolStatus(KubeModel):
+    model_config = KubeModel.model_config | {"extra": "ignore"}
+    observed_generation: int | None = None
+    model: str | None = None
+    ready: str = "0/0"  # "ready/desired", for the READY column
+    replicas: int = 0
+    ready_replicas: int = 0
+    warm: RolePoolStatus = RolePoolStatus()
+    cold: RolePoolStatus = RolePoolStatus()
+    queue: QueueStatus = QueueStatus()
+    throughput: float = 0.0  # images per minute, summed over fresh heartbeats
+    busy_workers: int = 0
+    last_scale_time: str | None = None
+    last_scale_reason: str | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+
+
+class ImageModelStatus(KubeModel):
+    model_config = KubeModel.model_config | {"extra": "ignore"}
+    observed_generation: int | None = None
+    ready: bool = False
+    cached: str = "n/a"  # n/a | Pending | InProgress | Ready | Failed
+    resolved_source: str | None = None
+    used_by: list[str] = Field(default_factory=list)
+    conditions: list[Condition] = Field(default_factory=list)

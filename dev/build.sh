@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# Builds the local stack's binaries from package registries into a cache keyed by version.
+# Usage: dev/build.sh [component ...]   (default: all). A cached component is a no-op.
+# Called by `dev/stack up`; safe to run by hand to pre-warm the cache.
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=versions.env
+source "$HERE/versions.env"
+CACHE="${IMAGEGEN_CACHE:-$HOME/.cache/imagegen-dev}"
+export GOFLAGS="-mod=mod -buildvcs=false"
+export GOTOOLCHAIN=local
+mkdir -p "$CACHE"
+
+log() { printf '[build %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# done_marker DIR: a component is cached when its directory holds .complete
+cached() { [[ -f "$1/.complete" ]]; }
+
+build_k8s() {
+  local out="$CACHE/kubernetes-$K8S_VERSION"
+  cached "$out" && return 0
+  log "kubernetes $K8S_VERSION: wrapper module (staging modules pinned to published versions)"
+  local src="$CACHE/src/k8s-wrapper-$K8S_VERSION"
+  rm -rf "$src" && mkdir -p "$src" "$out/bin"
+  local gomod
+  gomod="$(cd "$src" && go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')"
+  local staging_ver="v0.${K8S_VERSION#v1.}"
+  {
+    echo "module imagegen.dev/k8s-build"
+    echo
+    grep -E '^go [0-9]' "$gomod"
+    # a dependency's godebug settings are ignored; copy them into the main module
+    sed -n '/^godebug/,/^)/p' "$gomod"
+    echo
+    echo "require k8s.io/kubernetes $K8S_VERSION"
+    echo
+    echo "replace ("
+    grep -oE 'k8s\.io/[a-z0-9-]+ => \./staging/src/k8s\.io/[a-z0-9-]+' "$gomod" | awk '{print $1}' | sort -u |
+      while read -r mod; do echo "	$mod => $mod $staging_ver"; done
+    echo ")"
+  } >"$src/go.mod"
+  log "kubernetes: compiling kube-apiserver, kube-controller-manager, kube-scheduler, kubectl"
+  local pkgv="k8s.io/component-base/version" cgv="k8s.io/client-go/pkg/version"
+  local minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
+  local ld="-s -w"
+  for p in $pkgv $cgv; do
+    ld+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean -X $p.buildDate=2025-01-01T00:00:00Z"
+  done
+  (cd "$src" && go build -trimpath -ldflags "$ld" -o "$out/bin/" \
+     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+     k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl)
+  touch "$out/.complete"
+}
+
+build_etcd() {
+  local out="$CACHE/etcd-$ETCD_VERSION"
+  cached "$out" && return 0
+  log "etcd $ETCD_VERSION"
+  local src="$CACHE/src/etcd-wrapper-$ETCD_VERSION"
+  rm -rf "$src" && mkdir -p "$src" "$out/bin"
+  printf 'module imagegen.dev/etcd-build\n\ngo 1.24\n\nrequire go.etcd.io/etcd/server/v3 %s\n' "$ETCD_VERSION" >"$src/go.mod"
+  (cd "$src" && go build -trimpath -ldflags "-s -w" -o "$out/bin/etcd" go.etcd.io/etcd/server/v3)
+  touch "$out/.complete"
+}
+
+build_kwok() {
+  local out="$CACHE/kwok-$KWOK_VERSION"
+  cached "$out" && return 0
+  log "kwok $KWOK_VERSION"
+  mkdir -p "$out/bin" "$out/stages"
+  GOBIN="$out/bin" GOFLAGS="-buildvcs=false" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+  local moddir
+  moddir="$(go env GOMODCACHE)/sigs.k8s.io/kwok@$KWOK_VERSION"
+  cp -r "$moddir/kustomize/stage/." "$out/stages/"
+  chmod -R u+w "$out/stages"
+  touch "$out/.complete"
+}
+
+build_helm() {
+  local out="$CACHE/helm-$HELM_VERSION"
+  cached "$out" && return 0
+  log "helm $HELM_VERSION"
+  mkdir -p "$out/bin"
+  GOBIN="$out/bin" GOFLAGS="-buildvcs=false" go install -trimpath -ldflags "-s -w" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+  touch "$out/.complete"
+}
+
+build_minio() {
+  local out="$CACHE/minio-$MINIO_VERSION"
+  cached "$out" && return 0
+  log "minio $MINIO_VERSION"
+  mkdir -p "$out/bin"
+  GOBIN="$out/bin" GOFLAGS="-buildvcs=false" go install -trimpath -ldflags "-s -w" "github.com/minio/minio@$MINIO_VERSION"
+  touch "$out/.complete"
+}
+
+build_kafka() {
+  local out="$CACHE/kafka-$KAFKA_VERSION"
+  cached "$out" && return 0
+  log "kafka $KAFKA_VERSION (Maven Central)"
+  mkdir -p "$out/libs"
+  local pom="$out/pom.xml"
+  cat >"$pom" <<POM
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>dev.imagegen</groupId><artifactId>kafka-runtime</artifactId><version>1</version>
+  <dependencies>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_$KAFKA_SCALA</artifactId><version>$KAFKA_VERSION</version></dependency>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka-tools</artifactId><version>$KAFKA_VERSION</version></dependency>
+    <dependency><groupId>org.slf4j</groupId><artifactId>slf4j-reload4j</artifactId><version>1.7.36</version></dependency>
+  </dependencies>
+</project>
+POM
+  mvn -q -B -f "$pom" dependency:copy-dependencies -DoutputDirectory="$out/libs" -DincludeScope=runtime
+  touch "$out/.complete"
+}
+
+ensure_redis() {
+  command -v redis-server >/dev/null && return 0
+  log "redis-server from Debian"
+  if [[ $(id -u) -eq 0 ]]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  else
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  fi
+  # Debian starts a system redis on :6379; the stack runs its own on another port.
+  (service redis-server stop || true) >/dev/null 2>&1
+}
+
+all=(redis kafka etcd kwok k8s minio helm)
+components=("${@:-${all[@]}}")
+for c in "${components[@]}"; do
+  case "$c" in
+    redis) ensure_redis ;;
+    kafka) build_kafka ;;
+    etcd) build_etcd ;;
+    kwok) build_kwok ;;
+    k8s|kubernetes) build_k8s ;;
+    minio) build_minio ;;
+    helm) build_helm ;;
+    *) echo "unknown component: $c" >&2; exit 2 ;;
+  esac
+done
+log "done: ${components[*]}"
