@@ -1,0 +1,174 @@
+"""The README's first command, end to end on the local stack (run by `make demo`).
+
+Installs the CRDs and the operator, applies the tiny example model and pool (whose worker pods
+the local pod runner turns into real worker processes), submits prompts across the three tiers
+through the client with a progress bar, lets the pool scale, then prints `kubectl get imagegen`,
+the per-request results table, and writes the images plus a contact sheet to out/demo/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "dev"))
+
+from demo_report import contact_sheet, results_table  # noqa: E402
+
+NAMESPACE = "imagegen-demo"
+POOL = "tiny"
+PROMPTS = [
+    "a lighthouse on a cliff at dawn", "a red fox in fresh snow", "a bowl of ramen, studio light",
+    "a paper boat on a puddle", "an astronaut riding a horse", "a cabin under the northern lights",
+    "a teapot shaped like a snail", "a city of glass at dusk", "a robot watering tomatoes",
+    "a koi pond from above", "a violin made of ice", "a desert train at noon",
+]
+TIERS = ("turbo", "fast", "relax")
+
+
+def step(n: int, total: int, text: str) -> None:
+    print(f"\n\033[1m[{n}/{total}] {text}\033[0m", flush=True)
+
+
+def stack_env() -> dict[str, str]:
+    out = subprocess.run([str(ROOT / "dev" / "stack"), "env", "--json"], check=True,
+                         capture_output=True, text=True).stdout
+    env = json.loads(out)
+    os.environ.update(env)
+    return env
+
+
+def kubectl(*args: str, check: bool = True, capture: bool = True) -> str:
+    proc = subprocess.run(["kubectl", *args], check=False, capture_output=capture, text=True)
+    if check and proc.returncode != 0:
+        raise SystemExit(f"kubectl {' '.join(args)} failed:\n{proc.stderr}")
+    return proc.stdout if capture else ""
+
+
+def start_operator(state_dir: Path) -> subprocess.Popen[bytes]:
+    """The operator as a local process with the admin kubeconfig (the chart path is tested
+    separately by tests/integration/test_install.py)."""
+    log = (state_dir / "logs" / "operator-demo.log").open("ab")
+    pidfile = state_dir / "operator-demo.pid"
+    if pidfile.exists():  # a previous demo's operator: replace it
+        try:
+            os.killpg(int(pidfile.read_text()), signal.SIGTERM)
+            time.sleep(2)
+        except (ProcessLookupError, ValueError, PermissionError):
+            pass
+    proc = subprocess.Popen([sys.executable, "-m", "imagegen_operator"], stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True,
+                            env={**os.environ, "IMAGEGEN_OPERATOR_STANDALONE": "1"})
+    pidfile.write_text(str(proc.pid))
+    return proc
+
+
+def wait_for(what: str, check: callable, timeout: float, every: float = 2.0) -> None:  # type: ignore[valid-type]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(every)
+    raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def pool_status() -> dict:  # type: ignore[type-arg]
+    raw = kubectl("get", "gp", POOL, "-n", NAMESPACE, "-o", "json", check=False)
+    return json.loads(raw).get("status", {}) if raw else {}
+
+
+async def submit_and_watch(env: dict[str, str], count: int, out_dir: Path) -> None:
+    from imagegen_api.messages import GenerationRequest
+    from imagegen_worker.client import ImagegenClient, new_request_id
+
+    requests = []
+    for i in range(count):
+        tier = TIERS[i % len(TIERS)]
+        requests.append(GenerationRequest(
+            request_id=new_request_id(f"demo-{tier}"), prompt=PROMPTS[i % len(PROMPTS)],
+            seed=1000 + (i % len(PROMPTS)), tier=tier, width=64, height=64, steps=4))
+    async with ImagegenClient(env["IMAGEGEN_KAFKA_BOOTSTRAP"], NAMESPACE, POOL,
+                              redis_url=env["IMAGEGEN_REDIS_URL"]) as client:
+        ids = await client.submit(requests)
+        started = time.monotonic()
+        last_scale_print = 0.0
+
+        def progress(got: dict) -> None:  # type: ignore[type-arg]
+            nonlocal last_scale_print
+            done = len(got)
+            bar = "#" * int(30 * done / len(ids))
+            sys.stderr.write(f"\r  [{bar:<30}] {done}/{len(ids)} answered "
+                             f"({time.monotonic() - started:5.1f}s)")
+            sys.stderr.flush()
+            if time.monotonic() - last_scale_print > 6:
+                last_scale_print = time.monotonic()
+                st = pool_status()
+                sys.stderr.write(
+                    f"\n  pool: ready {st.get('ready', '?')}  warm {st.get('warm', {})}  "
+                    f"cold {st.get('cold', {})}  queue {st.get('queue', {}).get('lag', '?')}\n")
+
+        results = await client.wait(ids, within=600, progress=progress)
+        sys.stderr.write("\n")
+        ordered = [results[i] for i in ids if i in results]
+        print(results_table(ordered))
+        missing = len(ids) - len(results)
+        if missing:
+            raise SystemExit(f"{missing} request(s) unanswered after 600 s")
+        paths = await client.download([r for r in ordered if r.images], out_dir)
+        sheet = contact_sheet(paths, out_dir / "contact-sheet.png")
+        print(f"\n  {len(paths)} images written to {out_dir}/, contact sheet: {sheet}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--count", type=int, default=36, help="prompts to submit")
+    parser.add_argument("--out", type=Path, default=ROOT / "out" / "demo")
+    args = parser.parse_args()
+    total = 6
+    step(1, total, "Local stack (Kubernetes control plane + KWOK GPU nodes, Kafka, Redis, MinIO)")
+    env = stack_env()
+    print(subprocess.run([str(ROOT / "dev" / "stack"), "status"], capture_output=True,
+                         text=True).stdout)
+    state_dir = Path(env["IMAGEGEN_STATE"])
+
+    step(2, total, "Install the CRDs and start the operator")
+    print(kubectl("apply", "--server-side", "-f", str(ROOT / "crds")))
+    start_operator(state_dir)
+    print(f"  operator running (log: {state_dir}/logs/operator-demo.log)")
+
+    step(3, total, f"Apply the tiny example model and pool in namespace {NAMESPACE}")
+    kubectl("create", "namespace", NAMESPACE, check=False)
+    secret = kubectl("create", "secret", "generic", "imagegen-s3", "-n", NAMESPACE,
+                     f"--from-literal=AWS_ACCESS_KEY_ID={env['AWS_ACCESS_KEY_ID']}",
+                     f"--from-literal=AWS_SECRET_ACCESS_KEY={env['AWS_SECRET_ACCESS_KEY']}",
+                     "--dry-run=client", "-o", "yaml")
+    subprocess.run(["kubectl", "apply", "-f", "-"], input=secret, text=True, check=True,
+                   capture_output=True)
+    for name in ("tiny-model.yaml", "tiny-pool.yaml"):
+        print(kubectl("apply", "-n", NAMESPACE, "-f", str(ROOT / "manifests" / "examples" / name)))
+
+    step(4, total, "Wait for a warm worker: a real process that loaded the model and warmed up")
+    wait_for("a ready warm worker", lambda: pool_status().get("warm", {}).get("ready", 0) >= 1,
+             timeout=300)
+    print(kubectl("get", "imagegen", "-n", NAMESPACE))
+
+    step(5, total, f"Submit {args.count} prompts across tiers {', '.join(TIERS)}; the pool scales")
+    asyncio.run(submit_and_watch(env, args.count, args.out))
+
+    step(6, total, "What a platform engineer sees")
+    print(kubectl("get", "imagegen", "-n", NAMESPACE, "-o", "wide"))
+    print(kubectl("describe", "gp", POOL, "-n", NAMESPACE))
+    print("The pool keeps running: watch it scale back down with "
+          f"`kubectl get gp -n {NAMESPACE} -w` (after `eval \"$(dev/stack env)\"`).")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""Where everything lives: the repository, the version-keyed build cache, the state directory
+(data, logs, pids, certs, kubeconfig) and the fixed loopback ports (overridable by env)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+DEV = ROOT / "dev"
+
+
+def _versions() -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in (DEV / "versions.env").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            out[key.strip()] = value.split("#", 1)[0].strip()
+    return out
+
+
+def _port(name: str, default: int) -> int:
+    return int(os.environ.get(f"IMAGEGEN_STACK_{name}_PORT", default))
+
+
+@dataclass(frozen=True)
+class Layout:
+    state: Path
+    cache: Path
+    versions: dict[str, str]
+    etcd_port: int = _port("ETCD", 12379)
+    etcd_peer_port: int = _port("ETCD_PEER", 12380)
+    apiserver_port: int = _port("APISERVER", 16443)
+    controller_manager_port: int = _port("CONTROLLER_MANAGER", 16257)
+    scheduler_port: int = _port("SCHEDULER", 16259)
+    kwok_port: int = _port("KWOK", 16080)
+    kafka_port: int = _port("KAFKA", 19092)
+    kafka_controller_port: int = _port("KAFKA_CONTROLLER", 19093)
+    redis_port: int = _port("REDIS", 16379)
+    minio_port: int = _port("MINIO", 19000)
+    minio_console_port: int = _port("MINIO_CONSOLE", 19001)
+    s3_access_key: str = "imagegen"
+    s3_secret_key: str = "imagegen-secret"
+
+    def component_dir(self, name: str, version_key: str) -> Path:
+        return self.cache / f"{name}-{self.versions[version_key]}"
+
+    def k8s_bin(self, name: str) -> Path:
+        return self.component_dir("kubernetes", "K8S_VERSION") / "bin" / name
+
+    @property
+    def etcd_bin(self) -> Path:
+        return self.component_dir("etcd", "ETCD_VERSION") / "bin" / "etcd"
+
+    @property
+    def kwok_dir(self) -> Path:
+        return self.component_dir("kwok", "KWOK_VERSION")
+
+    @property
+    def minio_bin(self) -> Path:
+        return self.component_dir("minio", "MINIO_VERSION") / "bin" / "minio"
+
+    @property
+    def helm_bin(self) -> Path:
+        return self.component_dir("helm", "HELM_VERSION") / "bin" / "helm"
+
+    @property
+    def kafka_libs(self) -> Path:
+        return self.component_dir("kafka", "KAFKA_VERSION") / "libs"
+
+    @property
+    def logs(self) -> Path:
+        return self.state / "logs"
+
+    @property
+    def pids(self) -> Path:
+        return self.state / "pids"
+
+    @property
+    def certs(self) -> Path:
+        return self.state / "certs"
+
+    @property
+    def bin(self) -> Path:
+        return self.state / "bin"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.state / "kubeconfig"
+
+    @property
+    def apiserver_url(self) -> str:
+        return f"https://127.0.0.1:{self.apiserver_port}"
+
+    def env(self) -> dict[str, str]:
+        """What `dev/stack env` exports: enough for any shell or test to use the stack."""
+        return {
+            "KUBECONFIG": str(self.kubeconfig),
+            "IMAGEGEN_KAFKA_BOOTSTRAP": f"127.0.0.1:{self.kafka_port}",
+            "IMAGEGEN_REDIS_URL": f"redis://127.0.0.1:{self.redis_port}/0",
+            "IMAGEGEN_S3_ENDPOINT": f"http://127.0.0.1:{self.minio_port}",
+            "AWS_ACCESS_KEY_ID": self.s3_access_key,
+            "AWS_SECRET_ACCESS_KEY": self.s3_secret_key,
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "IMAGEGEN_STATE": str(self.state),
+            "PATH": f"{self.bin}:{ROOT / '.venv' / 'bin'}:{os.environ.get('PATH', '')}",
+        }
+
+
+def layout() -> Layout:
+    state = Path(os.environ.get("IMAGEGEN_STATE", ROOT / ".stack")).resolve()
+    cache = Path(os.environ.get("IMAGEGEN_CACHE", Path.home() / ".cache" / "imagegen-dev"))
+    return Layout(state=state, cache=cache, versions=_versions())
