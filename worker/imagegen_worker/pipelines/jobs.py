@@ -1,0 +1,38 @@
+"""What one image asks of a pipeline, and which images may share a pipeline call.
+
+The consumer turns each validated request into one `ImageJob` per image (seeds already chosen),
+groups jobs by `batch_key`, and hands each group to `ModelRunner.generate`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ImageJob:
+    """One image to generate; `seed` alone decides its initial noise."""
+
+    prompt: str
+    negative_prompt: str
+    width: int
+    height: int
+    steps: int
+    guidance: float
+    sampler: str
+    seed: int
+
+
+BatchKey = tuple[int, int, int, float, str, bool]
+
+
+def batch_key(job: ImageJob) -> BatchKey:
+    """Jobs with equal keys can run in one pipeline call.
+
+    Size, steps, guidance and sampler are shared by a whole call. Whether the negative prompt is
+    empty is part of the key too: SDXL uses zero embeddings for an empty negative prompt only
+    when every negative prompt of the call is empty, so mixing the two would change the image a
+    seed gives depending on its batch companions.
+    """
+    return (job.width, job.height, job.steps, float(job.guidance), job.sampler,
+            not job.negative_prompt)

@@ -1,0 +1,186 @@
+"""ModelRunner: one loaded model on one device, the only object the consumer generates through.
+
+The consumer loads each model of its pool with `ModelRunner.load` (in a thread: it is slow),
+calls `warmup()` before reporting ready, then `generate(jobs)` for each batch of jobs sharing a
+`batch_key`. Calls are serialised by a lock; each call runs on a shallow copy of the pipeline
+with its own scheduler, so no per-call state (timesteps, guidance, step index) is ever shared.
+Every image gets its own CPU `torch.Generator` seeded with its job's seed: a seed gives the same
+initial noise on any device and in any batch, so the same image up to kernel rounding (matmuls
+round differently when the batch dimension changes: at most a level on a few pixels).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import threading
+import time
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import torch
+from imagegen_api.specs import ImageModelSpec
+
+from . import architecture, loader, optimize, samplers, sources
+from .jobs import ImageJob, batch_key
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+log = logging.getLogger(__name__)
+
+# The tokenizer whose length limit matters, per family (the T5 one where a pipeline has it).
+COUNTING_TOKENIZER = {"sd3": ("tokenizer_3", "tokenizer"), "flux": ("tokenizer_2", "tokenizer")}
+BUILTIN_SEED = 20240601  # the builtin weights: same seed, same torch → identical weights
+
+
+class ModelRunner:
+    """A pipeline ready to serve one ImageModel."""
+
+    name: str
+    revision: str
+    device: str
+
+    def __init__(
+        self,
+        name: str,
+        pipeline: Any,
+        spec: ImageModelSpec,
+        *,
+        revision: str,
+        device: str,
+        report: optimize.OptimizationReport | None = None,
+    ) -> None:
+        self.name = name
+        self.revision = revision
+        self.device = device
+        self.spec = spec
+        self.pipeline = pipeline
+        self.optimizations = report or optimize.OptimizationReport()
+        self.warmed_up = False
+        self._lock = threading.Lock()
+        self._scheduler_config = dict(pipeline.scheduler.config)
+
+    # --- construction --------------------------------------------------------------------------
+
+    @classmethod
+    def load(
+        cls,
+        name: str,
+        spec: ImageModelSpec,
+        *,
+        device: str | None = None,
+        cache_dir: str | None = None,
+    ) -> ModelRunner:
+        """Resolve the source, build or load the pipeline, add LoRAs, apply optimizations."""
+        started = time.monotonic()
+        dev = loader.resolve_device(device)
+        dtype = loader.resolve_dtype(spec.dtype, dev)
+        weights = sources.resolve(spec.source, cache_dir=cache_dir, revision=spec.revision,
+                                  variant=loader.VARIANTS.get(spec.dtype))
+        pipe: Any
+        if weights.path is None:
+            arch = sources.BUILTIN_MODELS[weights.source.location]
+            # Built on the CPU whatever the device: identical weights everywhere, then moved.
+            pipe = architecture.build_sdxl_pipeline(arch, seed=BUILTIN_SEED, dtype=dtype)
+            log.info("builtin %s weights fingerprint %s", arch.name, architecture.fingerprint(pipe))
+        else:
+            pipe = loader.load_pipeline(weights.path, spec.pipeline, dtype,
+                                        variant=loader.variant_for(weights.path, spec.dtype))
+        pipe.to(dev)
+        lora_revisions = loader.load_loras(pipe, list(spec.loras), cache_dir=cache_dir)
+        revision = weights.revision
+        if lora_revisions:
+            digest = hashlib.sha256("\n".join(lora_revisions).encode()).hexdigest()[:12]
+            revision = f"{revision}+lora:{digest}"
+        runner = cls.from_pipeline(name, pipe, spec, revision=revision, device=dev,
+                                   has_loras=bool(lora_revisions))
+        log.info("model %s loaded from %s on %s (%s, revision %s) in %.1fs", name, spec.source,
+                 dev, dtype, revision, time.monotonic() - started)
+        return runner
+
+    @classmethod
+    def from_pipeline(
+        cls,
+        name: str,
+        pipeline: Any,
+        spec: ImageModelSpec,
+        *,
+        revision: str,
+        device: str,
+        has_loras: bool = False,
+        allow_cpu_levers: bool = False,
+        compile_mode: str | None = None,
+    ) -> ModelRunner:
+        """Wrap a pipeline already on `device` (the benchmark builds its own): optimize it."""
+        pipeline.set_progress_bar_config(disable=True)
+        report = optimize.apply(pipeline, spec.optimizations, device, has_loras=has_loras,
+                                allow_cpu=allow_cpu_levers, compile_mode=compile_mode)
+        return cls(name, pipeline, spec, revision=revision, device=device, report=report)
+
+    # --- serving -------------------------------------------------------------------------------
+
+    def count_tokens(self, prompt: str) -> int:
+        """Tokens of `prompt` with the model's tokenizer, start and end tokens included."""
+        tok = self._counting_tokenizer()
+        return len(tok(prompt, truncation=False, verbose=False)["input_ids"])
+
+    def generate(self, jobs: list[ImageJob]) -> list[Image.Image]:
+        """One pipeline call for jobs sharing a batch_key; images in the jobs' order."""
+        if not jobs:
+            return []
+        key = batch_key(jobs[0])
+        if any(batch_key(j) != key for j in jobs[1:]):
+            raise ValueError("generate() needs jobs with the same batch_key")
+        first = jobs[0]
+        run = self._pad_to_bucket(jobs)
+        with self._lock:
+            call = copy.copy(self.pipeline)  # shares the modules, not the per-call state
+            call.scheduler = samplers.fresh_scheduler(first.sampler, self._scheduler_config)
+            negatives = [j.negative_prompt for j in run]
+            out = call(
+                prompt=[j.prompt for j in run],
+                negative_prompt=negatives if any(negatives) else None,
+                width=first.width,
+                height=first.height,
+                num_inference_steps=first.steps,
+                guidance_scale=first.guidance,
+                generator=generators(run),
+                output_type="pil",
+            )
+        return list(out.images[: len(jobs)])
+
+    def warmup(self) -> None:
+        """One small generation at the model's default settings (compiles the default shape)."""
+        d = self.spec.defaults
+        job = ImageJob(prompt="warm-up", negative_prompt=d.negative_prompt, width=d.width,
+                       height=d.height, steps=min(2, d.steps), guidance=d.guidance,
+                       sampler=d.sampler, seed=0)
+        started = time.monotonic()
+        images = self.generate([job])
+        if len(images) != 1:
+            raise RuntimeError(f"warm-up produced {len(images)} images")
+        self.warmed_up = True
+        log.info("model %s warmed up in %.1fs", self.name, time.monotonic() - started)
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def _pad_to_bucket(self, jobs: list[ImageJob]) -> list[ImageJob]:
+        """With a compiled denoiser, pad to a power-of-two batch so few shapes ever compile."""
+        if not self.optimizations.compiled:
+            return jobs
+        bucket = 1 << (len(jobs) - 1).bit_length()
+        return jobs + [replace(jobs[-1], prompt="", seed=0)] * (bucket - len(jobs))
+
+    def _counting_tokenizer(self) -> Any:
+        for attr in COUNTING_TOKENIZER.get(self.spec.pipeline, ("tokenizer", "tokenizer_2")):
+            tok = getattr(self.pipeline, attr, None)
+            if tok is not None:
+                return tok
+        raise RuntimeError(f"{type(self.pipeline).__name__} has no tokenizer")
+
+
+def generators(jobs: list[ImageJob]) -> list[torch.Generator]:
+    """One CPU generator per image, seeded with its job's seed (same noise on any device)."""
+    return [torch.Generator("cpu").manual_seed(j.seed) for j in jobs]
