@@ -5,8 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, JsonValue
 from pydantic.alias_generators import to_camel
+
+__all__ = ["JsonDict", "KubeModel", "cel"]
+
+# A JSON object, as pydantic's json_schema_extra takes it.
+JsonDict = dict[str, JsonValue]
 
 
 class KubeModel(BaseModel):
@@ -19,9 +24,9 @@ class KubeModel(BaseModel):
         return self.model_dump(by_alias=True, mode="json", exclude_none=True)
 
 
-def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
+def cel(rule: str, message: str, field_path: str | None = None) -> JsonDict:
     """One CEL rule (x-kubernetes-validations entry) for the generated CRD schema."""
-    entry = {"rule": rule, "message": message}
+    entry: JsonDict = {"rule": rule, "message": message}
     if field_path:
         entry["fieldPath"] = field_path
     return entry

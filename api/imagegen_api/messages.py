@@ -117,12 +117,12 @@ class JobRecord(Message):
 
     @classmethod
     def from_hash(cls, h: dict[str, str] | dict[bytes, bytes]) -> JobRecord:
-        d = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-             for k, v in h.items()}
+        d = {(k.decode() if isinstance(k, bytes) else k):
+             (v.decode() if isinstance(v, bytes) else v) for k, v in h.items()}
         result = GenerationResult.model_validate_json(d["result"]) if d.get("result") else None
         return cls(
             request_id=d["request_id"],
-            state=d["state"],  # type: ignore[arg-type]
+            state=d["state"],
             updated_at=float(d.get("updated_at", 0)),
             worker=d.get("worker"),
             tier=d.get("tier"),

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from . import naming
-from .base import KubeModel, cel
+from .base import JsonDict, KubeModel, cel
 
 Sampler = Literal["euler", "euler_a", "ddim", "dpmpp_2m", "lcm"]
 SAMPLERS: tuple[str, ...] = ("euler", "euler_a", "ddim", "dpmpp_2m", "lcm")
@@ -81,8 +81,8 @@ class Optimizations(KubeModel):
 
 
 class ImageModelSpec(KubeModel):
-    model_config = KubeModel.model_config | {
-        "json_schema_extra": {
+    model_config = KubeModel.model_config | ConfigDict(
+        json_schema_extra={
             "x-kubernetes-validations": [
                 cel(
                     "self.defaults.width * self.defaults.height <= self.limits.maxPixels",
@@ -101,7 +101,7 @@ class ImageModelSpec(KubeModel):
                 ),
             ]
         }
-    }
+    )
 
     source: str = Field(
         pattern=SOURCE_PATTERN,
@@ -160,8 +160,8 @@ SPOT_TOLERATION = Toleration(
 class WarmPool(KubeModel):
     """On-demand workers that keep models loaded; never fewer than minReplicas."""
 
-    model_config = KubeModel.model_config | {
-        "json_schema_extra": {
+    model_config = KubeModel.model_config | ConfigDict(
+        json_schema_extra={
             "x-kubernetes-validations": [
                 cel(
                     "self.minReplicas <= self.maxReplicas",
@@ -170,7 +170,7 @@ class WarmPool(KubeModel):
                 )
             ]
         }
-    }
+    )
     min_replicas: int = Field(1, ge=0, le=1000)
     max_replicas: int = Field(4, ge=0, le=1000)
     node_selector: dict[str, str] = Field(default_factory=dict)
@@ -204,8 +204,8 @@ class KeyRef(KubeModel):
 class ValueFrom(KubeModel):
     """A value read from a ConfigMap or a Secret in the pool's namespace."""
 
-    model_config = KubeModel.model_config | {
-        "json_schema_extra": {
+    model_config = KubeModel.model_config | ConfigDict(
+        json_schema_extra={
             "x-kubernetes-validations": [
                 cel(
                     "has(self.configMapKeyRef) != has(self.secretKeyRef)",
@@ -213,7 +213,7 @@ class ValueFrom(KubeModel):
                 )
             ]
         }
-    }
+    )
     config_map_key_ref: KeyRef | None = None
     secret_key_ref: KeyRef | None = None
 
@@ -232,7 +232,7 @@ DEFAULT_TIER_SPECS: tuple[Tier, ...] = (
 )
 
 
-def _one_source(field: str) -> dict[str, str]:
+def _one_source(field: str) -> JsonDict:
     return cel(
         f"!(has(self.{field}) && has(self.{field}From))",
         f"set at most one of {field} or {field}From",
@@ -240,9 +240,9 @@ def _one_source(field: str) -> dict[str, str]:
 
 
 class QueueSpec(KubeModel):
-    model_config = KubeModel.model_config | {
-        "json_schema_extra": {"x-kubernetes-validations": [_one_source("bootstrapServers")]}
-    }
+    model_config = KubeModel.model_config | ConfigDict(
+        json_schema_extra={"x-kubernetes-validations": [_one_source("bootstrapServers")]}
+    )
     # Absent both: the operator's own default (its IMAGEGEN_KAFKA_BOOTSTRAP).
     bootstrap_servers: str | None = Field(None, max_length=1024)
     bootstrap_servers_from: ValueFrom | None = None
@@ -275,9 +275,9 @@ class BatchingSpec(KubeModel):
 
 
 class CacheSpec(KubeModel):
-    model_config = KubeModel.model_config | {
-        "json_schema_extra": {"x-kubernetes-validations": [_one_source("redisUrl")]}
-    }
+    model_config = KubeModel.model_config | ConfigDict(
+        json_schema_extra={"x-kubernetes-validations": [_one_source("redisUrl")]}
+    )
     enabled: bool = True
     redis_url: str | None = Field(None, max_length=1024)
     redis_url_from: ValueFrom | None = None
@@ -380,10 +380,11 @@ class QueueStatus(KubeModel):
 
 
 class GenerationPoolStatus(KubeModel):
-    model_config = KubeModel.model_config | {"extra": "ignore"}
+    model_config = KubeModel.model_config | ConfigDict(extra="ignore")
     observed_generation: int | None = None
     model: str | None = None
     ready: str = "0/0"  # "ready/desired", for the READY column
+    desired: str = "0/0"  # "warm/cold" desired replicas, for the wide DESIRED column
     replicas: int = 0
     ready_replicas: int = 0
     warm: RolePoolStatus = RolePoolStatus()
@@ -397,7 +398,7 @@ class GenerationPoolStatus(KubeModel):
 
 
 class ImageModelStatus(KubeModel):
-    model_config = KubeModel.model_config | {"extra": "ignore"}
+    model_config = KubeModel.model_config | ConfigDict(extra="ignore")
     observed_generation: int | None = None
     ready: bool = False
     cached: str = "n/a"  # n/a | Pending | InProgress | Ready | Failed

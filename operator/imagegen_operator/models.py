@@ -1,0 +1,116 @@
+"""One reconcile pass of an ImageModel: validate, resolve, prefetch, report who uses it."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from imagegen_api import naming
+from imagegen_api.specs import ImageModelSpec, ImageModelStatus, WorkerSpec
+from pydantic import ValidationError
+
+from . import builders
+from .k8s import KubeError
+from .runtime import Runtime
+from .status import model_status
+
+log = logging.getLogger(__name__)
+
+
+class ModelInUse(RuntimeError):
+    """Deletion refused while pools serve the model; the message names them."""
+
+
+def resolved_source(spec: ImageModelSpec) -> str:
+    """The source with its pinned revision, as workers will load it."""
+    if spec.revision and "@" not in spec.source:
+        return f"{spec.source}@{spec.revision}"
+    return spec.source
+
+
+def job_state(job: Mapping[str, Any] | None) -> str:
+    """Prefetch Job → Pending | InProgress | Ready | Failed."""
+    if job is None:
+        return "Pending"
+    st = job.get("status") or {}
+    for cond in st.get("conditions") or []:
+        if cond.get("status") == "True" and cond.get("type") == "Complete":
+            return "Ready"
+        if cond.get("status") == "True" and cond.get("type") == "Failed":
+            return "Failed"
+    return "InProgress" if st.get("active") or st.get("startTime") else "Pending"
+
+
+async def users(rt: Runtime, namespace: str, model: str) -> list[str]:
+    pools = await rt.kube.list(naming.API_VERSION, naming.GENERATIONPOOL_KIND, namespace)
+    return sorted(p["metadata"]["name"] for p in pools
+                  if model in ((p.get("spec") or {}).get("models") or [])
+                  and not p["metadata"].get("deletionTimestamp"))
+
+
+async def reconcile(rt: Runtime, body: Mapping[str, Any], deleting: bool = False) -> list[str]:
+    """Returns what it did (for Events). Raises ModelInUse when deleting a model in use."""
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    generation = meta.get("generation")
+    actions: list[str] = []
+    problems: list[str] = []
+    old: ImageModelStatus | None
+    try:
+        old = ImageModelStatus.model_validate(body.get("status") or {})
+    except ValidationError:
+        old = None
+    spec: ImageModelSpec | None
+    try:
+        spec = ImageModelSpec.model_validate(body.get("spec") or {})
+    except ValidationError as err:
+        first = err.errors()[0]
+        problems.append(f"spec.{'.'.join(str(p) for p in first['loc'])}: {first['msg']}")
+        spec = None
+
+    used_by = await users(rt, namespace, name)
+    blocked = None
+    if deleting and used_by:
+        blocked = (f"deletion waits: GenerationPool(s) {', '.join(used_by)} still serve this "
+                   "model; remove it from their spec.models or delete them")
+
+    cached = "n/a"
+    if spec is not None and spec.prefetch is not None and not deleting:
+        owner = builders.Owner(naming.API_VERSION, naming.IMAGEMODEL_KIND, name, meta["uid"])
+        digest = hashlib.sha256(spec.model_dump_json().encode()).hexdigest()[:12]
+        try:
+            pvc = builders.cache_pvc(namespace, name, spec, owner)
+            if pvc is not None:
+                await rt.kube.apply(pvc)
+            job_name = naming.prefetch_job_name(name)
+            job = await rt.kube.get("batch/v1", "Job", namespace, job_name)
+            stale = job is not None and (job["metadata"].get("labels") or {}).get(
+                "imagegen.dev/spec-hash") != digest
+            if job is None or stale:
+                if stale:
+                    actions.append(f"prefetch Job {job_name} is for an older spec; replaced")
+                    await rt.kube.delete("batch/v1", "Job", namespace, job_name)
+                image = rt.config.defaults.worker_image or WorkerSpec().image
+                manifest = builders.prefetch_job(namespace, name, spec, owner,
+                                                 rt.config.defaults, image, digest)
+                if manifest is not None:
+                    job = await rt.kube.apply(manifest)
+                    actions.append(f"prefetch Job {job_name} started into claim "
+                                   f"{spec.prefetch.claim_name}")
+            cached = job_state(job)
+        except KubeError as err:
+            problems.append(f"prefetch: {err}")
+            cached = "Failed"
+
+    status = model_status(
+        generation, resolved_source=resolved_source(spec) if spec else "",
+        cached=cached, used_by=used_by, problems=problems, deleting_blocked=blocked, old=old,
+        now=datetime.now(UTC))
+    await rt.kube.patch_status(naming.API_VERSION, naming.IMAGEMODEL_KIND, namespace, name,
+                               status.to_wire())
+    if blocked:
+        raise ModelInUse(blocked)
+    return actions

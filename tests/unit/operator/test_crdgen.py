@@ -1,0 +1,55 @@
+"""The CRDs in crds/ are generated from the spec models and structurally valid."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from imagegen_operator import crdgen
+
+
+def walk(node: Any, path: str = "") -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    if isinstance(node, dict) and "type" in node:
+        out.append((path, node))
+        for name, sub in (node.get("properties") or {}).items():
+            out += walk(sub, f"{path}.{name}")
+        if "items" in node:
+            out += walk(node["items"], f"{path}[]")
+        if isinstance(node.get("additionalProperties"), dict):
+            out += walk(node["additionalProperties"], f"{path}{{}}")
+    return out
+
+
+def test_crds_in_repo_match_models() -> None:
+    assert crdgen.main(["--check"]) == 0
+
+
+@pytest.mark.parametrize("name", ["imagemodels.yaml", "generationpools.yaml"])
+def test_structural(name: str) -> None:
+    crd = crdgen.render()[name]
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    for path, node in walk(schema):
+        assert "$ref" not in node and "anyOf" not in node, path
+        assert not ("properties" in node and "additionalProperties" in node), path
+        assert node["type"] in {"object", "array", "string", "integer", "number", "boolean"}
+
+
+def test_names_columns_and_rules() -> None:
+    pools = crdgen.render()["generationpools.yaml"]["spec"]
+    assert pools["names"]["shortNames"] == ["gp"]
+    assert pools["names"]["categories"] == ["imagegen"]
+    version = pools["versions"][0]
+    cols = [c["name"] for c in version["additionalPrinterColumns"] if not c.get("priority")]
+    assert cols == ["Model", "Ready", "Warm", "Cold", "Queue", "Age"]
+    assert version["subresources"] == {"status": {}}
+    spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    warm_rules = spec["properties"]["warm"]["x-kubernetes-validations"]
+    assert "minReplicas <= self.maxReplicas" in warm_rules[0]["rule"]
+    models = crdgen.render()["imagemodels.yaml"]["spec"]
+    assert models["names"]["shortNames"] == ["im"]
+    mcols = [c["name"] for c in models["versions"][0]["additionalPrinterColumns"]]
+    assert mcols[:5] == ["Pipeline", "Source", "Ready", "Cached", "Age"]
+    source = models["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"][
+        "properties"]["source"]
+    assert source["x-kubernetes-validations"][0]["rule"] == "self == oldSelf"

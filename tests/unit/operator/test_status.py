@@ -1,0 +1,127 @@
+"""Status aggregation: what kubectl shows, computed from observations."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from imagegen_api.messages import Heartbeat
+from imagegen_api.specs import GenerationPoolSpec
+from imagegen_operator.status import (
+    PoolObservation,
+    QueueObservation,
+    RoleObservation,
+    merge_conditions,
+    model_status,
+    pool_status,
+)
+
+SPEC = GenerationPoolSpec.model_validate({"models": ["tiny"], "warm": {"minReplicas": 1}})
+T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+def obs(**kw: object) -> PoolObservation:
+    base: dict[str, object] = dict(
+        generation=3, warm=RoleObservation(desired=2, replicas=2, ready=2),
+        cold=RoleObservation(desired=1, replicas=1, ready=0, pending=1),
+        queue=QueueObservation(lag_by_tier={"turbo": 4, "fast": 1}, partitions=6))
+    base.update(kw)
+    return PoolObservation(**base)  # type: ignore[arg-type]
+
+
+def cond(status: object, kind: str) -> tuple[str, str]:
+    for c in status.conditions:  # type: ignore[attr-defined]
+        if c.type == kind:
+            return c.status, c.reason
+    raise AssertionError(f"no condition {kind}")
+
+
+def test_columns() -> None:
+    st = pool_status(SPEC, obs(), None, T0)
+    assert (st.model, st.ready, st.desired, st.warm.ready, st.cold.ready, st.queue.lag) == (
+        "tiny", "2/3", "2/1", 2, 0, 5)
+    assert st.queue.lag_by_tier == {"turbo": 4, "fast": 1}
+    assert st.observed_generation == 3
+    assert all(c.observed_generation == 3 for c in st.conditions)
+
+
+@pytest.mark.parametrize(("kw", "kind", "expected"), [
+    ({}, "Ready", ("True", "WorkersReady")),
+    ({}, "Scaling", ("True", "ScalingUp")),
+    ({"warm": RoleObservation(desired=1, replicas=1, ready=0)}, "Ready",
+     ("False", "WaitingForWorkers")),
+    ({"problems": ["ImageModel 'x' not found"]}, "Ready", ("False", "Degraded")),
+    ({"problems": ["ImageModel 'x' not found"]}, "Degraded", ("True", "ReconcileProblem")),
+    ({}, "Degraded", ("False", "AsExpected")),
+    ({"queue": QueueObservation(error="Kafka down")}, "QueueMetricsAvailable",
+     ("False", "LagUnavailable")),
+    ({}, "QueueMetricsAvailable", ("True", "LagRead")),
+    ({"scaling_held": True, "scale_reason": "held"}, "Scaling",
+     ("False", "HoldingOnMissingMetrics")),
+    ({"cold": RoleObservation()}, "Scaling", ("False", "Stable")),
+])
+def test_conditions(kw: dict[str, object], kind: str, expected: tuple[str, str]) -> None:
+    assert cond(pool_status(SPEC, obs(**kw), None, T0), kind) == expected
+
+
+def test_transition_time_kept_while_status_unchanged() -> None:
+    first = pool_status(SPEC, obs(), None, T0)
+    later = pool_status(SPEC, obs(), first, T0 + timedelta(minutes=5))
+    ready = next(c for c in later.conditions if c.type == "Ready")
+    assert ready.last_transition_time == "2026-11-25T12:00:00Z"
+    flipped = pool_status(SPEC, obs(problems=["x"]), later, T0 + timedelta(minutes=6))
+    ready = next(c for c in flipped.conditions if c.type == "Ready")
+    assert ready.last_transition_time == "2026-11-25T12:06:00Z"
+
+
+def test_missing_lag_keeps_last_numbers() -> None:
+    first = pool_status(SPEC, obs(), None, T0)
+    after = pool_status(SPEC, obs(queue=QueueObservation(error="down")), first, T0)
+    assert after.queue.lag == 5
+
+
+def test_scale_time_and_reason() -> None:
+    st = pool_status(SPEC, obs(scaled=True, scale_reason="lag 5"), None, T0)
+    assert (st.last_scale_time, st.last_scale_reason) == ("2026-11-25T12:00:00Z", "lag 5")
+    kept = pool_status(SPEC, obs(scale_reason="other"), st, T0 + timedelta(seconds=5))
+    assert kept.last_scale_reason == "lag 5"
+
+
+def test_throughput_counts_fresh_heartbeats_only() -> None:
+    now = T0.timestamp()
+
+    def hb(worker: str, age: float, ips: float, busy: int) -> Heartbeat:
+        return Heartbeat(worker=worker, state="ready", ready=True, images_per_second=ips,
+                         in_flight=busy, interval_seconds=5, updated_at=now - age,
+                         started_at=now - 100)
+    beats = [hb("a", 1, 0.5, 1), hb("b", 2, 0.25, 0), hb("gone", 60, 9.0, 1)]
+    st = pool_status(SPEC, obs(heartbeats=beats), None, T0)
+    assert st.throughput == 45.0  # (0.5 + 0.25) images/s * 60
+    assert st.busy_workers == 1
+
+
+def test_merge_conditions_replaces_by_type() -> None:
+    a = pool_status(SPEC, obs(), None, T0).conditions
+    merged = merge_conditions(a, a[:1], T0)
+    assert [c.type for c in merged] == ["Ready"]
+
+
+@pytest.mark.parametrize(("cached", "problems", "ready", "reason"), [
+    ("n/a", [], True, "Resolved"),
+    ("Ready", [], True, "Resolved"),
+    ("InProgress", [], False, "Prefetching"),
+    ("Failed", [], False, "PrefetchFailed"),
+    ("n/a", ["bad"], False, "Invalid"),
+])
+def test_model_status(cached: str, problems: list[str], ready: bool, reason: str) -> None:
+    st = model_status(2, resolved_source="s3://w/x", cached=cached, used_by=["p"],
+                      problems=problems, deleting_blocked=None, old=None, now=T0)
+    assert st.ready is ready
+    assert cond(st, "Ready")[1] == reason
+    assert cond(st, "InUse") == ("True", "ServedByPools")
+
+
+def test_model_deletion_blocked_condition_names_pools() -> None:
+    st = model_status(1, resolved_source="x", cached="n/a", used_by=["a", "b"], problems=[],
+                      deleting_blocked="pools a, b", old=None, now=T0)
+    assert cond(st, "InUse") == ("True", "DeletionBlocked")
