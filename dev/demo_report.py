@@ -11,15 +11,18 @@ from PIL import Image
 
 def results_table(results: Sequence[Any]) -> str:
     """One row per result: id, tier, status, cache hit, timings, worker, object key."""
-    head = f"{'REQUEST':<30} {'TIER':<6} {'STATUS':<10} {'CACHE':<5} {'QUEUE ms':>9} " \
-           f"{'GEN ms':>8} {'TOTAL ms':>9}  {'WORKER':<26} OBJECT"
+    head = (
+        f"{'REQUEST':<30} {'TIER':<6} {'STATUS':<10} {'CACHE':<5} {'QUEUE ms':>9} "
+        f"{'GEN ms':>8} {'TOTAL ms':>9}  {'WORKER':<26} OBJECT"
+    )
     rows = [head]
     for r in results:
         key = r.images[0].key if r.images else (r.error.message if r.error else "")
         rows.append(
             f"{r.request_id:<30} {r.tier or '-':<6} {r.status:<10} "
             f"{'hit' if r.cache_hit else '-':<5} {r.timings.queue_ms:>9.0f} "
-            f"{r.timings.generate_ms:>8.0f} {r.timings.total_ms:>9.0f}  {(r.worker or '-'):<26} {key}"
+            f"{r.timings.generate_ms:>8.0f} {r.timings.total_ms:>9.0f}  "
+            f"{(r.worker or '-'):<26} {key}"
         )
     return "\n".join(rows)
 

@@ -60,6 +60,7 @@ class RunningPod:
     proc: asyncio.subprocess.Process | None = None
     port: int = 0
     ready: bool | None = None
+    transition_time: str = ""
     restarts: int = 0
     stopping: bool = False
     task: asyncio.Task[None] | None = None
@@ -75,6 +76,8 @@ class PodRunner:
         self.api = api
         self.core = client.CoreV1Api(api)
         self.pods: dict[str, RunningPod] = {}
+        # Stop tasks in flight (a reference keeps them from being garbage-collected).
+        self._stops: set[asyncio.Task[None]] = set()
 
     # --- reconcile -------------------------------------------------------------------------
 
@@ -84,7 +87,8 @@ class PodRunner:
         self._kill_orphans()
         while True:
             try:
-                listing = await self.core.list_pod_for_all_namespaces(label_selector=f"{LABEL}=true")
+                listing = await self.core.list_pod_for_all_namespaces(
+                    label_selector=f"{LABEL}=true")
                 seen = set()
                 for pod in listing.items:
                     seen.add(pod.metadata.uid)
@@ -106,7 +110,7 @@ class PodRunner:
                                 await self.stop(rp, reason="pod deleted")
                         else:
                             await self.reconcile(pod)
-            except (ApiException, OSError, asyncio.TimeoutError) as err:
+            except (TimeoutError, ApiException, OSError) as err:
                 log.warning("watch interrupted (%s); resyncing", err)
                 await asyncio.sleep(1)
 
@@ -117,7 +121,9 @@ class PodRunner:
             if rp is not None:
                 if not rp.stopping:
                     rp.stopping = True
-                    asyncio.create_task(self.stop(rp, reason="pod terminating"))
+                    task = asyncio.create_task(self.stop(rp, reason="pod terminating"))
+                    self._stops.add(task)
+                    task.add_done_callback(self._stops.discard)
             elif FINALIZER in (pod.metadata.finalizers or []):
                 await self.release(pod.metadata.namespace, pod.metadata.name)
             return
@@ -133,7 +139,7 @@ class PodRunner:
         try:
             await self.hold(rp)
             argv, env, probe = await self.prepare(rp, pod)
-        except Exception as err:  # noqa: BLE001 - report, never crash the runner
+        except Exception as err:
             log.error("pod %s/%s cannot run: %s", rp.namespace, rp.name, err)
             await self.set_ready(rp, False, f"LocalRunnerError: {err}")
             return
@@ -204,7 +210,8 @@ class PodRunner:
         env = {k: rewrite(v) for k, v in env.items()}
         rp.port = free_port()
         venv_bin = ROOT / ".venv" / "bin"
-        base = {k: v for k, v in os.environ.items() if k.startswith(("LANG", "LC_", "HOME", "TMPDIR"))}
+        keep = ("LANG", "LC_", "HOME", "TMPDIR")
+        base = {k: v for k, v in os.environ.items() if k.startswith(keep)}
         env = {**base, **env, "PATH": f"{venv_bin}:{os.environ.get('PATH', '/usr/bin:/bin')}",
                "POD_NAME": rp.name, "POD_NAMESPACE": ns, "IMAGEGEN_HTTP_PORT": str(rp.port),
                "PYTHONUNBUFFERED": "1"}
@@ -276,10 +283,15 @@ class PodRunner:
         period = float(probe.period_seconds or 10) if probe else 1.0
         delay = float(probe.initial_delay_seconds or 0) if probe else 0.0
         await asyncio.sleep(delay)
+        asserted = 0.0
         while True:
             ok = await asyncio.to_thread(self._probe_once, rp, probe)
-            if ok != rp.ready:
+            # Re-assert now and then: a KWOK stage retried from a stale queue entry (or the node
+            # lifecycle controller) can overwrite the Ready condition behind our back. An
+            # unchanged patch is a no-op on the server.
+            if ok != rp.ready or time.monotonic() - asserted > 5.0:
                 await self.set_ready(rp, ok, "" if ok else "readiness probe failed")
+                asserted = time.monotonic()
             await asyncio.sleep(min(period, 2.0) if not ok else period)
 
     @staticmethod
@@ -296,9 +308,9 @@ class PodRunner:
                     return 200 <= resp.status < 400
             except OSError:
                 return False
-        if probe._exec is not None:  # noqa: SLF001 - the generated model's attribute name
+        if probe._exec is not None:
             import subprocess
-            return subprocess.run(probe._exec.command, cwd=str(ROOT), check=False,  # noqa: SLF001
+            return subprocess.run(probe._exec.command, cwd=str(ROOT), check=False,
                                   capture_output=True, timeout=10).returncode == 0
         if probe.tcp_socket is not None:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", rp.port), 1):
@@ -307,11 +319,15 @@ class PodRunner:
         return True
 
     async def set_ready(self, rp: RunningPod, ready: bool, message: str) -> None:
+        changed = rp.ready != ready
         rp.ready = ready
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        if changed or not rp.transition_time:
+            rp.transition_time = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        now = rp.transition_time
         status = "True" if ready else "False"
         conds = [{"type": t, "status": status, "lastTransitionTime": now,
-                  **({} if ready else {"reason": "ContainersNotReady", "message": message})}
+                  "reason": None if ready else "ContainersNotReady",
+                  "message": None if ready else message}
                  for t in ("Ready", "ContainersReady")]
         body = {"status": {"conditions": conds}}
         try:
@@ -327,7 +343,8 @@ class PodRunner:
             await self.core.patch_namespaced_pod_status(
                 rp.name, rp.namespace, body,
                 _content_type="application/strategic-merge-patch+json")
-            log.info("%s/%s ready=%s %s", rp.namespace, rp.name, ready, message)
+            if changed:
+                log.info("%s/%s ready=%s %s", rp.namespace, rp.name, ready, message)
         except ApiException as err:
             if err.status != 404:
                 log.warning("status patch of %s/%s failed: %s", rp.namespace, rp.name, err.reason)
@@ -358,7 +375,7 @@ class PodRunner:
                 os.killpg(proc.pid, signal.SIGTERM)
             try:
                 await asyncio.wait_for(proc.wait(), timeout=rp.grace)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.warning("%s/%s did not exit in %ss: SIGKILL", rp.namespace, rp.name, rp.grace)
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)

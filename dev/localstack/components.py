@@ -30,34 +30,58 @@ class Component:
 
 # --- etcd ----------------------------------------------------------------------------------
 
+
 def _etcd(lay: Layout) -> list[str]:
-    return [str(lay.etcd_bin), "--data-dir", str(lay.state / "etcd"), "--name", "imagegen",
-            "--listen-client-urls", f"http://127.0.0.1:{lay.etcd_port}",
-            "--advertise-client-urls", f"http://127.0.0.1:{lay.etcd_port}",
-            "--listen-peer-urls", f"http://127.0.0.1:{lay.etcd_peer_port}",
-            "--initial-advertise-peer-urls", f"http://127.0.0.1:{lay.etcd_peer_port}",
-            "--initial-cluster", f"imagegen=http://127.0.0.1:{lay.etcd_peer_port}",
-            "--unsafe-no-fsync", "--quota-backend-bytes", str(2 * 1024**3),
-            "--log-level", "warn"]
+    return [
+        str(lay.etcd_bin),
+        "--data-dir",
+        str(lay.state / "etcd"),
+        "--name",
+        "imagegen",
+        "--listen-client-urls",
+        f"http://127.0.0.1:{lay.etcd_port}",
+        "--advertise-client-urls",
+        f"http://127.0.0.1:{lay.etcd_port}",
+        "--listen-peer-urls",
+        f"http://127.0.0.1:{lay.etcd_peer_port}",
+        "--initial-advertise-peer-urls",
+        f"http://127.0.0.1:{lay.etcd_peer_port}",
+        "--initial-cluster",
+        f"imagegen=http://127.0.0.1:{lay.etcd_peer_port}",
+        "--unsafe-no-fsync",
+        "--quota-backend-bytes",
+        str(2 * 1024**3),
+        "--log-level",
+        "warn",
+    ]
 
 
 # --- control plane -------------------------------------------------------------------------
 
+
 def _apiserver(lay: Layout) -> list[str]:
     c = lay.certs
-    return [str(lay.k8s_bin("kube-apiserver")),
-            f"--etcd-servers=http://127.0.0.1:{lay.etcd_port}",
-            f"--secure-port={lay.apiserver_port}", "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1", "--endpoint-reconciler-type=none",
-            "--service-cluster-ip-range=10.96.0.0/16",
-            f"--tls-cert-file={c / 'apiserver.crt'}", f"--tls-private-key-file={c / 'apiserver.key'}",
-            f"--client-ca-file={c / 'ca.crt'}",
-            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-            f"--service-account-key-file={c / 'sa.pub'}",
-            f"--service-account-signing-key-file={c / 'sa.key'}",
-            "--authorization-mode=Node,RBAC", "--allow-privileged=true",
-            f"--cert-dir={lay.state / 'apiserver-certs'}", "--enable-priority-and-fairness=false",
-            "--profiling=false", "--v=1"]
+    return [
+        str(lay.k8s_bin("kube-apiserver")),
+        f"--etcd-servers=http://127.0.0.1:{lay.etcd_port}",
+        f"--secure-port={lay.apiserver_port}",
+        "--bind-address=127.0.0.1",
+        "--advertise-address=127.0.0.1",
+        "--endpoint-reconciler-type=none",
+        "--service-cluster-ip-range=10.96.0.0/16",
+        f"--tls-cert-file={c / 'apiserver.crt'}",
+        f"--tls-private-key-file={c / 'apiserver.key'}",
+        f"--client-ca-file={c / 'ca.crt'}",
+        "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+        f"--service-account-key-file={c / 'sa.pub'}",
+        f"--service-account-signing-key-file={c / 'sa.key'}",
+        "--authorization-mode=Node,RBAC",
+        "--allow-privileged=true",
+        f"--cert-dir={lay.state / 'apiserver-certs'}",
+        "--enable-priority-and-fairness=false",
+        "--profiling=false",
+        "--v=1",
+    ]
 
 
 def _prepare_apiserver(lay: Layout) -> None:
@@ -68,26 +92,41 @@ def _prepare_apiserver(lay: Layout) -> None:
 def _controller_manager(lay: Layout) -> list[str]:
     c = lay.certs
     kc = str(lay.kubeconfig)
-    return [str(lay.k8s_bin("kube-controller-manager")), f"--kubeconfig={kc}",
-            f"--authentication-kubeconfig={kc}", f"--authorization-kubeconfig={kc}",
-            "--leader-elect=false", "--bind-address=127.0.0.1",
-            f"--secure-port={lay.controller_manager_port}",
-            f"--service-account-private-key-file={c / 'sa.key'}", f"--root-ca-file={c / 'ca.crt'}",
-            f"--cluster-signing-cert-file={c / 'ca.crt'}",
-            f"--cluster-signing-key-file={c / 'ca.key'}",
-            "--use-service-account-credentials=true", "--controllers=*",
-            f"--cert-dir={lay.state / 'controller-manager-certs'}", "--v=1"]
+    return [
+        str(lay.k8s_bin("kube-controller-manager")),
+        f"--kubeconfig={kc}",
+        f"--authentication-kubeconfig={kc}",
+        f"--authorization-kubeconfig={kc}",
+        "--leader-elect=false",
+        "--bind-address=127.0.0.1",
+        f"--secure-port={lay.controller_manager_port}",
+        f"--service-account-private-key-file={c / 'sa.key'}",
+        f"--root-ca-file={c / 'ca.crt'}",
+        f"--cluster-signing-cert-file={c / 'ca.crt'}",
+        f"--cluster-signing-key-file={c / 'ca.key'}",
+        "--use-service-account-credentials=true",
+        "--controllers=*",
+        f"--cert-dir={lay.state / 'controller-manager-certs'}",
+        "--v=1",
+    ]
 
 
 def _scheduler(lay: Layout) -> list[str]:
     kc = str(lay.kubeconfig)
-    return [str(lay.k8s_bin("kube-scheduler")), f"--kubeconfig={kc}",
-            f"--authentication-kubeconfig={kc}", f"--authorization-kubeconfig={kc}",
-            "--leader-elect=false", "--bind-address=127.0.0.1",
-            f"--secure-port={lay.scheduler_port}", "--v=1"]
+    return [
+        str(lay.k8s_bin("kube-scheduler")),
+        f"--kubeconfig={kc}",
+        f"--authentication-kubeconfig={kc}",
+        f"--authorization-kubeconfig={kc}",
+        "--leader-elect=false",
+        "--bind-address=127.0.0.1",
+        f"--secure-port={lay.scheduler_port}",
+        "--v=1",
+    ]
 
 
 # --- KWOK ----------------------------------------------------------------------------------
+
 
 def _prepare_kwok(lay: Layout) -> None:
     """Stage config: KWOK's node stages plus ours for pods (see dev/kwok/pod-stages.yaml)."""
@@ -102,16 +141,26 @@ def _prepare_kwok(lay: Layout) -> None:
 
 
 def _kwok(lay: Layout) -> list[str]:
-    return [str(lay.kwok_dir / "bin" / "kwok"), f"--kubeconfig={lay.kubeconfig}",
-            f"--config={lay.state / 'kwok' / 'stages.yaml'}", "--manage-all-nodes=false",
-            "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
-            "--cidr=10.244.0.0/16", "--node-ip=127.0.0.1",
-            f"--server-address=127.0.0.1:{lay.kwok_port}"]
+    return [
+        str(lay.kwok_dir / "bin" / "kwok"),
+        f"--kubeconfig={lay.kubeconfig}",
+        f"--config={lay.state / 'kwok' / 'stages.yaml'}",
+        "--manage-all-nodes=false",
+        "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+        "--cidr=10.244.0.0/16",
+        "--node-ip=127.0.0.1",
+        f"--server-address=127.0.0.1:{lay.kwok_port}",
+    ]
 
 
 def _kubectl(lay: Layout, *args: str, stdin: str | None = None) -> str:
-    proc = subprocess.run([str(lay.k8s_bin("kubectl")), f"--kubeconfig={lay.kubeconfig}", *args],
-                          input=stdin, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [str(lay.k8s_bin("kubectl")), f"--kubeconfig={lay.kubeconfig}", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"kubectl {' '.join(args)}: {proc.stderr.strip()}")
     return proc.stdout
@@ -119,9 +168,16 @@ def _kubectl(lay: Layout, *args: str, stdin: str | None = None) -> str:
 
 def _nodes_ready(lay: Layout) -> bool:
     try:
-        out = _kubectl(lay, "get", "nodes", "-l", "type=kwok", "-o",
-                       "jsonpath={range .items[*]}{.status.conditions[?(@.type=='Ready')].status}"
-                       "{\"\\n\"}{end}")
+        out = _kubectl(
+            lay,
+            "get",
+            "nodes",
+            "-l",
+            "type=kwok",
+            "-o",
+            "jsonpath={range .items[*]}{.status.conditions[?(@.type=='Ready')].status}"
+            '{"\\n"}{end}',
+        )
     except (RuntimeError, subprocess.TimeoutExpired):
         return False
     states = out.split()
@@ -129,11 +185,18 @@ def _nodes_ready(lay: Layout) -> bool:
 
 
 def _create_nodes(lay: Layout) -> None:
-    _kubectl(lay, "apply", "--server-side", "--field-manager=dev-stack", "-f",
-             str(DEV / "kwok" / "nodes.yaml"))
+    _kubectl(
+        lay,
+        "apply",
+        "--server-side",
+        "--field-manager=dev-stack",
+        "-f",
+        str(DEV / "kwok" / "nodes.yaml"),
+    )
 
 
 # --- Kafka ---------------------------------------------------------------------------------
+
 
 def _prepare_kafka(lay: Layout) -> None:
     kdir = lay.state / "kafka"
@@ -147,7 +210,7 @@ advertised.listeners=PLAINTEXT://127.0.0.1:{lay.kafka_port}
 controller.listener.names=CONTROLLER
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
 inter.broker.listener.name=PLAINTEXT
-log.dirs={kdir / 'data'}
+log.dirs={kdir / "data"}
 num.partitions=1
 auto.create.topics.enable=false
 offsets.topic.replication.factor=1
@@ -164,50 +227,90 @@ delete.topic.enable=true
 log4j.logger.kafka.server.KafkaRaftServer=INFO
 log4j.logger.kafka.server.BrokerServer=INFO
 log4j.appender.file=org.apache.log4j.FileAppender
-log4j.appender.file.File={lay.logs / 'kafka-server.log'}
+log4j.appender.file.File={lay.logs / "kafka-server.log"}
 log4j.appender.file.layout=org.apache.log4j.PatternLayout
 log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
 """)
     if not (kdir / "data" / "meta.properties").exists():
-        cluster_id = _kafka_java(lay, "kafka.tools.StorageTool", "random-uuid").strip() \
-            or uuid.uuid4().hex
+        cluster_id = (
+            _kafka_java(lay, "kafka.tools.StorageTool", "random-uuid").strip() or uuid.uuid4().hex
+        )
         _kafka_java(lay, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props))
 
 
 def _kafka_java(lay: Layout, *args: str) -> str:
-    return subprocess.run(["java", "-Xmx256m", "-cp", f"{lay.kafka_libs}/*", *args],
-                          check=True, capture_output=True, text=True, timeout=120).stdout
+    return subprocess.run(
+        ["java", "-Xmx256m", "-cp", f"{lay.kafka_libs}/*", *args],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
 
 
 def _kafka(lay: Layout) -> list[str]:
     kdir = lay.state / "kafka"
-    return ["java", "-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
-            f"-Dlog4j.configuration=file:{kdir / 'log4j.properties'}",
-            "-cp", f"{lay.kafka_libs}/*", "kafka.Kafka", str(kdir / "server.properties")]
+    return [
+        "java",
+        "-Xms256m",
+        "-Xmx512m",
+        "-XX:+UseG1GC",
+        "-Djava.awt.headless=true",
+        f"-Dlog4j.configuration=file:{kdir / 'log4j.properties'}",
+        "-cp",
+        f"{lay.kafka_libs}/*",
+        "kafka.Kafka",
+        str(kdir / "server.properties"),
+    ]
 
 
 # --- Redis and MinIO ----------------------------------------------------------------------
 
+
 def _redis(lay: Layout) -> list[str]:
     (lay.state / "redis").mkdir(parents=True, exist_ok=True)
-    return [shutil.which("redis-server") or "/usr/bin/redis-server", "--port",
-            str(lay.redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-            "--daemonize", "no", "--dir", str(lay.state / "redis")]
+    return [
+        shutil.which("redis-server") or "/usr/bin/redis-server",
+        "--port",
+        str(lay.redis_port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--daemonize",
+        "no",
+        "--dir",
+        str(lay.state / "redis"),
+    ]
 
 
 def _minio(lay: Layout) -> list[str]:
-    return [str(lay.minio_bin), "server", str(lay.state / "minio"), "--address",
-            f"127.0.0.1:{lay.minio_port}", "--console-address",
-            f"127.0.0.1:{lay.minio_console_port}", "--quiet"]
+    return [
+        str(lay.minio_bin),
+        "server",
+        str(lay.state / "minio"),
+        "--address",
+        f"127.0.0.1:{lay.minio_port}",
+        "--console-address",
+        f"127.0.0.1:{lay.minio_console_port}",
+        "--quiet",
+    ]
 
 
 def _minio_env(lay: Layout) -> dict[str, str]:
-    return {**os.environ, "MINIO_ROOT_USER": lay.s3_access_key,
-            "MINIO_ROOT_PASSWORD": lay.s3_secret_key, "MINIO_BROWSER": "off",
-            "MINIO_UPDATE": "off"}
+    return {
+        **os.environ,
+        "MINIO_ROOT_USER": lay.s3_access_key,
+        "MINIO_ROOT_PASSWORD": lay.s3_secret_key,
+        "MINIO_BROWSER": "off",
+        "MINIO_UPDATE": "off",
+    }
 
 
 # --- the pod runner ------------------------------------------------------------------------
+
 
 def _podrunner(lay: Layout) -> list[str]:
     python = ROOT / ".venv" / "bin" / "python"
@@ -227,31 +330,71 @@ def _prepare_podrunner(lay: Layout) -> None:
 
 
 COMPONENTS: tuple[Component, ...] = (
-    Component("etcd", _etcd, lambda lay: health.http_ok(f"http://127.0.0.1:{lay.etcd_port}/health"),
-              lambda lay: f"http://127.0.0.1:{lay.etcd_port}"),
-    Component("kube-apiserver", _apiserver,
-              lambda lay: health.https_ok(f"{lay.apiserver_url}/readyz", lay.certs),
-              lambda lay: lay.apiserver_url, prepare=_prepare_apiserver, timeout=120),
-    Component("kube-controller-manager", _controller_manager,
-              lambda lay: health.https_insecure_ok(
-                  f"https://127.0.0.1:{lay.controller_manager_port}/healthz"),
-              lambda lay: f"https://127.0.0.1:{lay.controller_manager_port}"),
-    Component("kube-scheduler", _scheduler,
-              lambda lay: health.https_insecure_ok(
-                  f"https://127.0.0.1:{lay.scheduler_port}/healthz"),
-              lambda lay: f"https://127.0.0.1:{lay.scheduler_port}"),
-    Component("kwok", _kwok, _nodes_ready, lambda lay: "5 fake nodes (2 on-demand GPU, 2 spot GPU, 1 CPU)",
-              prepare=_prepare_kwok, after_start=_create_nodes),
-    Component("kafka", _kafka, lambda lay: health.kafka_api_versions(lay.kafka_port),
-              lambda lay: f"127.0.0.1:{lay.kafka_port}", prepare=_prepare_kafka, timeout=120),
-    Component("redis", _redis, lambda lay: health.redis_ping(lay.redis_port),
-              lambda lay: f"redis://127.0.0.1:{lay.redis_port}"),
-    Component("minio", _minio,
-              lambda lay: health.http_ok(f"http://127.0.0.1:{lay.minio_port}/minio/health/live"),
-              lambda lay: f"http://127.0.0.1:{lay.minio_port}", env=_minio_env),
-    Component("podrunner", _podrunner, _podrunner_healthy,
-              lambda lay: "runs pods labelled imagegen.dev/local-runner=true",
-              prepare=_prepare_podrunner, env=_podrunner_env),
+    Component(
+        "etcd",
+        _etcd,
+        lambda lay: health.http_ok(f"http://127.0.0.1:{lay.etcd_port}/health"),
+        lambda lay: f"http://127.0.0.1:{lay.etcd_port}",
+    ),
+    Component(
+        "kube-apiserver",
+        _apiserver,
+        lambda lay: health.https_ok(f"{lay.apiserver_url}/readyz", lay.certs),
+        lambda lay: lay.apiserver_url,
+        prepare=_prepare_apiserver,
+        timeout=120,
+    ),
+    Component(
+        "kube-controller-manager",
+        _controller_manager,
+        lambda lay: health.https_insecure_ok(
+            f"https://127.0.0.1:{lay.controller_manager_port}/healthz"
+        ),
+        lambda lay: f"https://127.0.0.1:{lay.controller_manager_port}",
+    ),
+    Component(
+        "kube-scheduler",
+        _scheduler,
+        lambda lay: health.https_insecure_ok(f"https://127.0.0.1:{lay.scheduler_port}/healthz"),
+        lambda lay: f"https://127.0.0.1:{lay.scheduler_port}",
+    ),
+    Component(
+        "kwok",
+        _kwok,
+        _nodes_ready,
+        lambda lay: "5 fake nodes (2 on-demand GPU, 2 spot GPU, 1 CPU)",
+        prepare=_prepare_kwok,
+        after_start=_create_nodes,
+    ),
+    Component(
+        "kafka",
+        _kafka,
+        lambda lay: health.kafka_api_versions(lay.kafka_port),
+        lambda lay: f"127.0.0.1:{lay.kafka_port}",
+        prepare=_prepare_kafka,
+        timeout=120,
+    ),
+    Component(
+        "redis",
+        _redis,
+        lambda lay: health.redis_ping(lay.redis_port),
+        lambda lay: f"redis://127.0.0.1:{lay.redis_port}",
+    ),
+    Component(
+        "minio",
+        _minio,
+        lambda lay: health.http_ok(f"http://127.0.0.1:{lay.minio_port}/minio/health/live"),
+        lambda lay: f"http://127.0.0.1:{lay.minio_port}",
+        env=_minio_env,
+    ),
+    Component(
+        "podrunner",
+        _podrunner,
+        _podrunner_healthy,
+        lambda lay: "runs pods labelled imagegen.dev/local-runner=true",
+        prepare=_prepare_podrunner,
+        env=_podrunner_env,
+    ),
 )
 
 
@@ -263,7 +406,10 @@ def by_name(name: str) -> Component:
 
 
 def bin_links(lay: Layout) -> dict[str, Path]:
-    return {"kubectl": lay.k8s_bin("kubectl"), "helm": lay.helm_bin, "kwok": lay.kwok_dir / "bin" / "kwok",
-            "etcd": lay.etcd_bin, "minio": lay.minio_bin}
-
-
+    return {
+        "kubectl": lay.k8s_bin("kubectl"),
+        "helm": lay.helm_bin,
+        "kwok": lay.kwok_dir / "bin" / "kwok",
+        "etcd": lay.etcd_bin,
+        "minio": lay.minio_bin,
+    }

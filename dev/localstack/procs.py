@@ -42,7 +42,7 @@ def start(name: str, argv: Sequence[str], *, pids: Path, logs: Path,
           env: Mapping[str, str] | None = None, cwd: Path | None = None) -> int:
     pids.mkdir(parents=True, exist_ok=True)
     logs.mkdir(parents=True, exist_ok=True)
-    log = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
+    log = open(logs / f"{name}.log", "ab")
     log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {' '.join(argv)}\n".encode())
     log.flush()
     proc = subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT,

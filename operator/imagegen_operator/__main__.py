@@ -16,16 +16,18 @@ def main(argv: list[str] | None = None) -> int:
     if args and args[0] in ("-h", "--help"):
         print(__doc__)
         return 0
-    logging.basicConfig(
-        level=logging.INFO,
-        format='{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s",'
-               '"msg":"%(message)s"}',
-    )
     try:
         config = OperatorConfig.from_env()
     except ValueError as err:
         print(f"imagegen-operator: {err}", file=sys.stderr)
         return 2
+    logging.basicConfig(
+        level=getattr(logging, config.log_level, logging.INFO),
+        format='{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s",'
+               '"msg":"%(message)s"}',
+    )
+    # Kopf logs every timer run at INFO; our handlers log what they decide themselves.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     from .operator_main import run  # kopf is imported only when running
 
     run(config)

@@ -13,8 +13,11 @@ from .builders.context import OperatorDefaults
 ENV_STANDALONE = "IMAGEGEN_OPERATOR_STANDALONE"
 ENV_PEERING = "IMAGEGEN_OPERATOR_PEERING"
 ENV_NAMESPACES = "IMAGEGEN_WATCH_NAMESPACES"
-ENV_HEALTH_PORT = "IMAGEGEN_OPERATOR_HEALTH_PORT"
-ENV_METRICS_PORT = "IMAGEGEN_OPERATOR_METRICS_PORT"
+# The port the pod's probes hit (/healthz); the same variable the workers use for theirs.
+ENV_HEALTH_PORT = naming.ENV_HTTP_PORT
+ENV_METRICS_PORT = "IMAGEGEN_METRICS_PORT"
+ENV_LOG_LEVEL = "IMAGEGEN_LOG_LEVEL"
+ENV_WORKER_SERVICE_ACCOUNT = "IMAGEGEN_WORKER_SERVICE_ACCOUNT"
 ENV_S3_CREDENTIALS_SECRET = "IMAGEGEN_S3_CREDENTIALS_SECRET"
 ENV_DEFAULT_WORKER_IMAGE = "IMAGEGEN_DEFAULT_WORKER_IMAGE"
 ENV_MODEL_POLL_SECONDS = "IMAGEGEN_MODEL_POLL_SECONDS"
@@ -30,6 +33,7 @@ class OperatorConfig:
     health_port: int
     metrics_port: int
     model_poll_seconds: float
+    log_level: str
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -51,6 +55,7 @@ class OperatorConfig:
                 s3_endpoint=opt(naming.ENV_S3_ENDPOINT),
                 s3_credentials_secret=opt(ENV_S3_CREDENTIALS_SECRET) or "imagegen-s3",
                 worker_image=opt(ENV_DEFAULT_WORKER_IMAGE),
+                worker_service_account=opt(ENV_WORKER_SERVICE_ACCOUNT),
             ),
             namespaces=tuple(n.strip() for n in (opt(ENV_NAMESPACES) or "").split(",")
                              if n.strip()),
@@ -59,4 +64,5 @@ class OperatorConfig:
             health_port=port(ENV_HEALTH_PORT, 8080),
             metrics_port=port(ENV_METRICS_PORT, 9090),
             model_poll_seconds=float(opt(ENV_MODEL_POLL_SECONDS) or 10),
+            log_level=(opt(ENV_LOG_LEVEL) or "INFO").upper(),
         )

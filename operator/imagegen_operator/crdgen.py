@@ -25,6 +25,9 @@ Schema = dict[str, Any]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CRD_DIR = REPO_ROOT / "crds"
+# kustomize refuses files outside its directory, so the install base holds a generated copy
+# (the chart links to crds/ instead). Both are written and checked here.
+CRD_DIRS = (CRD_DIR, REPO_ROOT / "manifests" / "install" / "crds")
 
 # Keys of a JSON Schema node that a Kubernetes structural schema accepts as they are.
 _KEEP = {
@@ -51,6 +54,14 @@ def _resolve(node: Any, defs: dict[str, Schema]) -> Any:
     return {k: _resolve(v, defs) for k, v in node.items()}
 
 
+def _drop_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_nulls(v) for v in value]
+    return value
+
+
 def _structural(node: Schema) -> Schema:
     """One pydantic schema node → one structural-schema node."""
     node = dict(node)
@@ -69,6 +80,13 @@ def _structural(node: Schema) -> Schema:
         node["type"] = "string"
     if node.get("default", 0) is None:
         del node["default"]
+    if (isinstance(node.get("default"), dict) and node.get("properties")
+            and "x-kubernetes-validations" not in node):
+        # `{}`: the API server then applies each nested field's own default. Objects with CEL
+        # rules keep the full default: the server checks a default against them as written.
+        node["default"] = {}
+    elif "default" in node:
+        node["default"] = _drop_nulls(node["default"])
     out: Schema = {}
     for key, value in node.items():
         if key in _KEEP or key.startswith(_X_PREFIX):
@@ -218,11 +236,13 @@ def dump(obj: Schema) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="imagegen_operator.crdgen", description=__doc__)
     parser.add_argument("--check", action="store_true", help="fail if crds/ is out of date")
-    parser.add_argument("--out", type=Path, default=CRD_DIR)
+    parser.add_argument("--out", type=Path, action="append",
+                        help="output directory (repeatable; default: crds/ and the install base)")
     args = parser.parse_args(argv)
     stale: list[str] = []
-    for name, crd in render().items():
-        path: Path = args.out / name
+    outs: list[Path] = args.out or list(CRD_DIRS)
+    for (name, crd), out in ((item, out) for item in render().items() for out in outs):
+        path: Path = out / name
         text = dump(crd)
         if args.check:
             if not path.exists() or path.read_text() != text:

@@ -50,7 +50,8 @@ async def _pool_pass(body: kopf.Body, memo: kopf.Memo, logger: Any, poll: bool) 
                                  "degraded" if result.problems else "ok").inc()
     for ev in result.events:
         kopf.event(body, type=ev.type, reason=ev.reason, message=ev.message)
-        logger.info(f"{ev.reason}: {ev.message}")
+        log.info("%s %s/%s: %s", ev.reason, body.get("metadata", {}).get("namespace"),
+                 body.get("metadata", {}).get("name"), ev.message)
 
 
 @kopf.on.resume(*POOLS)
@@ -91,7 +92,7 @@ async def _model_pass(body: kopf.Body, memo: kopf.Memo, logger: Any,
     rt.metrics.reconciles.labels("ImageModel", "ok").inc()
     for action in actions:
         kopf.event(body, type="Normal", reason="Prefetch", message=action)
-        logger.info(action)
+        log.info("%s", action)
 
 
 @kopf.on.resume(*MODELS)

@@ -125,3 +125,112 @@ def s3_bucket(stack: StackEnv) -> Iterator[str]:
     for obj in s3.list_objects_v2(Bucket=name).get("Contents", []):
         s3.delete_object(Bucket=name, Key=obj["Key"])
     s3.delete_bucket(Bucket=name)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def crds(kubectl: Kubectl) -> None:
+    """The two CRDs from crds/, applied and Established."""
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
+    kubectl("wait", "--for=condition=Established", "--timeout=60s",
+            "crd/imagemodels.imagegen.dev", "crd/generationpools.imagegen.dev")
+
+
+class OperatorProcess:
+    """The real operator (`python -m imagegen_operator`) as a local process against the stack."""
+
+    def __init__(self, stack: StackEnv) -> None:
+        self.stack = stack
+        self.health_port = free_port()
+        self.metrics_port = free_port()
+        self.log_path = stack.state_dir / "logs" / f"operator-test-{uuid.uuid4().hex[:6]}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        import time
+        import urllib.request
+
+        env = {**os.environ, **self.stack.env,
+               "IMAGEGEN_OPERATOR_STANDALONE": "1",
+               "IMAGEGEN_HTTP_PORT": str(self.health_port),
+               "IMAGEGEN_METRICS_PORT": str(self.metrics_port),
+               "IMAGEGEN_MODEL_POLL_SECONDS": "2"}
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # owned by the process for its lifetime
+        self.proc = subprocess.Popen(
+            [str(ROOT / ".venv" / "bin" / "python"), "-m", "imagegen_operator"],
+            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"operator exited {self.proc.returncode}:\n{self.tail()}")
+            try:
+                with urllib.request.urlopen(
+                        f"http://127.0.0.1:{self.health_port}/healthz", timeout=2) as resp:
+                    if resp.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.5)
+        raise AssertionError(f"operator not healthy within 60 s:\n{self.tail()}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def metrics(self) -> str:
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics",
+                                    timeout=5) as resp:
+            return str(resp.read().decode())
+
+    def tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no operator log)"
+
+
+@pytest.fixture(scope="session")
+def operator(stack: StackEnv, crds: None) -> Iterator[OperatorProcess]:
+    op = OperatorProcess(stack)
+    op.start()
+    yield op
+    op.stop()
+
+
+def wait_for(check: Callable[[], object], timeout: float, what: str,
+             interval: float = 0.5) -> object:
+    """Poll until check() returns a truthy value; fail naming `what` and the last value."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except AssertionError as err:
+            last = err
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")

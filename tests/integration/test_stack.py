@@ -41,37 +41,85 @@ def apply(kubectl: Kubectl, manifest: dict[str, Any]) -> None:
 def pod(name: str, **spec: Any) -> dict[str, Any]:
     labels = spec.pop("labels", {})
     container = {"name": "main", "image": "example.invalid/none:1", **spec.pop("container", {})}
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels},
-            "spec": {"containers": [container], **spec}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"containers": [container], **spec},
+    }
 
 
 class TestScheduling:
     def test_gpu_deployment_is_scheduled_on_a_kwok_gpu_node_and_ready(
-            self, kubectl: Kubectl, k8s_namespace: str) -> None:
-        apply(kubectl, {
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": "gpu", "namespace": k8s_namespace},
-            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "gpu"}},
-                     "template": {"metadata": {"labels": {"app": "gpu"}}, "spec": {"containers": [{
-                         "name": "c", "image": "example.invalid/gpu:1",
-                         "resources": {"limits": {"nvidia.com/gpu": "1"}}}]}}}})
-        wait_for(lambda: get_json(kubectl, "deployment", "gpu", "-n", k8s_namespace)
-                 .get("status", {}).get("availableReplicas") == 2)
+        self, kubectl: Kubectl, k8s_namespace: str
+    ) -> None:
+        apply(
+            kubectl,
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": "gpu", "namespace": k8s_namespace},
+                "spec": {
+                    "replicas": 2,
+                    "selector": {"matchLabels": {"app": "gpu"}},
+                    "template": {
+                        "metadata": {"labels": {"app": "gpu"}},
+                        "spec": {
+                            "containers": [
+                                {
+                                    "name": "c",
+                                    "image": "example.invalid/gpu:1",
+                                    "resources": {"limits": {"nvidia.com/gpu": "1"}},
+                                }
+                            ]
+                        },
+                    },
+                },
+            },
+        )
+        wait_for(
+            lambda: (
+                get_json(kubectl, "deployment", "gpu", "-n", k8s_namespace)
+                .get("status", {})
+                .get("availableReplicas")
+                == 2
+            )
+        )
         pods = get_json(kubectl, "pods", "-n", k8s_namespace, "-l", "app=gpu")["items"]
         nodes = {p["spec"]["nodeName"] for p in pods}
         assert nodes <= {"gpu-ondemand-0", "gpu-ondemand-1"}, nodes
 
     def test_spot_toleration_lands_on_spot_and_none_never_does(
-            self, kubectl: Kubectl, k8s_namespace: str) -> None:
+        self, kubectl: Kubectl, k8s_namespace: str
+    ) -> None:
         spot = {"imagegen.dev/capacity-type": "spot"}
-        tolerate = [{"key": "imagegen.dev/spot", "operator": "Equal", "value": "true",
-                     "effect": "NoSchedule"}]
-        apply(kubectl, {**pod("tolerant", nodeSelector=spot, tolerations=tolerate),
-                        "metadata": {"name": "tolerant", "namespace": k8s_namespace}})
-        apply(kubectl, {**pod("intolerant", nodeSelector=spot),
-                        "metadata": {"name": "intolerant", "namespace": k8s_namespace}})
-        node = wait_for(lambda: get_json(kubectl, "pod", "tolerant", "-n", k8s_namespace)
-                        ["spec"].get("nodeName"))
+        tolerate = [
+            {
+                "key": "imagegen.dev/spot",
+                "operator": "Equal",
+                "value": "true",
+                "effect": "NoSchedule",
+            }
+        ]
+        apply(
+            kubectl,
+            {
+                **pod("tolerant", nodeSelector=spot, tolerations=tolerate),
+                "metadata": {"name": "tolerant", "namespace": k8s_namespace},
+            },
+        )
+        apply(
+            kubectl,
+            {
+                **pod("intolerant", nodeSelector=spot),
+                "metadata": {"name": "intolerant", "namespace": k8s_namespace},
+            },
+        )
+        node = wait_for(
+            lambda: get_json(kubectl, "pod", "tolerant", "-n", k8s_namespace)["spec"].get(
+                "nodeName"
+            )
+        )
         assert node.startswith("gpu-spot-")
 
         def unschedulable() -> bool:
@@ -85,7 +133,8 @@ class TestScheduling:
 
 class TestPodRunner:
     def test_labelled_pod_becomes_a_real_process_and_stops_with_the_pod(
-            self, kubectl: Kubectl, k8s_namespace: str, stack: StackEnv, tmp_path: Path) -> None:
+        self, kubectl: Kubectl, k8s_namespace: str, stack: StackEnv, tmp_path: Path
+    ) -> None:
         marker = tmp_path / "sigterm"
         server = textwrap.dedent(f"""
             import http.server, os, signal, sys
@@ -93,23 +142,30 @@ class TestPodRunner:
                 open({str(marker)!r}, "w").write(str(os.getpid())); sys.exit(0)
             signal.signal(signal.SIGTERM, term)
             port = int(os.environ["IMAGEGEN_HTTP_PORT"])
-            open({str(tmp_path / 'pid')!r}, "w").write(str(os.getpid()))
+            open({str(tmp_path / "pid")!r}, "w").write(str(os.getpid()))
             assert os.environ["GREETING"] == "hello", os.environ.get("GREETING")
-            http.server.HTTPServer(("127.0.0.1", port), http.server.SimpleHTTPRequestHandler).serve_forever()
+            handler = http.server.SimpleHTTPRequestHandler
+            http.server.HTTPServer(("127.0.0.1", port), handler).serve_forever()
         """)
-        manifest = pod("runner", labels={"imagegen.dev/local-runner": "true"},
-                       terminationGracePeriodSeconds=10,
-                       container={"command": ["python", "-c", server],
-                                  "env": [{"name": "GREETING", "value": "hello"}],
-                                  "readinessProbe": {"httpGet": {"path": "/", "port": 8080},
-                                                     "periodSeconds": 1}})
+        manifest = pod(
+            "runner",
+            labels={"imagegen.dev/local-runner": "true"},
+            terminationGracePeriodSeconds=10,
+            container={
+                "command": ["python", "-c", server],
+                "env": [{"name": "GREETING", "value": "hello"}],
+                "readinessProbe": {"httpGet": {"path": "/", "port": 8080}, "periodSeconds": 1},
+            },
+        )
         manifest["metadata"]["namespace"] = k8s_namespace
         apply(kubectl, manifest)
 
         def ready() -> bool:
             p = get_json(kubectl, "pod", "runner", "-n", k8s_namespace)
-            return any(c["type"] == "Ready" and c["status"] == "True"
-                       for c in p.get("status", {}).get("conditions", []))
+            return any(
+                c["type"] == "Ready" and c["status"] == "True"
+                for c in p.get("status", {}).get("conditions", [])
+            )
 
         wait_for(ready, timeout=60)
         pid = int(wait_for(lambda: (tmp_path / "pid").exists() and (tmp_path / "pid").read_text()))
@@ -123,7 +179,8 @@ class TestPodRunner:
 
 class TestKafka:
     async def test_group_consumes_commits_and_lag_is_readable(
-            self, stack: StackEnv, kafka_topic: Any) -> None:
+        self, stack: StackEnv, kafka_topic: Any
+    ) -> None:
         from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
         from aiokafka.admin import AIOKafkaAdminClient
 
@@ -135,9 +192,13 @@ class TestKafka:
         await producer.stop()
 
         group = unique("g")
-        consumer = AIOKafkaConsumer(topic, bootstrap_servers=stack.kafka_bootstrap,
-                                    group_id=group, enable_auto_commit=False,
-                                    auto_offset_reset="earliest")
+        consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=stack.kafka_bootstrap,
+            group_id=group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
         await consumer.start()
         got = 0
         try:
@@ -176,12 +237,17 @@ class TestRedisAndS3:
     def test_s3_put_get_and_presigned_url(self, stack: StackEnv, s3_bucket: str) -> None:
         import boto3
 
-        s3 = boto3.client("s3", endpoint_url=stack.s3_endpoint,
-                          aws_access_key_id=stack.s3_access_key,
-                          aws_secret_access_key=stack.s3_secret_key, region_name="us-east-1")
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=stack.s3_endpoint,
+            aws_access_key_id=stack.s3_access_key,
+            aws_secret_access_key=stack.s3_secret_key,
+            region_name="us-east-1",
+        )
         s3.put_object(Bucket=s3_bucket, Key="a/b.png", Body=b"\x89PNG data")
         assert s3.get_object(Bucket=s3_bucket, Key="a/b.png")["Body"].read() == b"\x89PNG data"
-        url = s3.generate_presigned_url("get_object", Params={"Bucket": s3_bucket, "Key": "a/b.png"},
-                                        ExpiresIn=60)
+        url = s3.generate_presigned_url(
+            "get_object", Params={"Bucket": s3_bucket, "Key": "a/b.png"}, ExpiresIn=60
+        )
         with urllib.request.urlopen(url, timeout=5) as resp:
             assert resp.read() == b"\x89PNG data"

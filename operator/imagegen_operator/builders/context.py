@@ -23,6 +23,8 @@ class OperatorDefaults:
     s3_endpoint: str | None = None
     s3_credentials_secret: str | None = None
     worker_image: str | None = None
+    # ServiceAccount for worker pods that set none (the chart's token-less imagegen-worker).
+    worker_service_account: str | None = None
 
 
 @dataclass(frozen=True)

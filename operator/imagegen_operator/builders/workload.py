@@ -189,8 +189,9 @@ def _pod_template(ctx: PoolContext, role: str, config_digest: str) -> Manifest:
         pod["nodeSelector"] = node_selector
     if placement.tolerations:
         pod["tolerations"] = _tolerations(placement.tolerations)
-    if spec.worker.service_account_name:
-        pod["serviceAccountName"] = spec.worker.service_account_name
+    account = spec.worker.service_account_name or ctx.defaults.worker_service_account
+    if account:
+        pod["serviceAccountName"] = account
     return {
         "metadata": {
             "labels": labels,

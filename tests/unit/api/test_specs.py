@@ -1,9 +1,8 @@
 """Spec parsing: defaults make a minimal manifest a few lines; cross-field rules name the field."""
 
 import pytest
-from pydantic import ValidationError
-
 from imagegen_api import naming, specs
+from pydantic import ValidationError
 
 
 def test_minimal_pool_gets_production_defaults() -> None:

@@ -1,0 +1,236 @@
+"""The scaling decision: queue lag in, warm and cold replica counts out. Pure and deterministic
+(time is an argument), so every rule is unit-tested without a cluster or Kafka.
+
+Order of the rules:
+
+1. desired workers from the lag: ``ceil(lag / targetLagPerWorker)`` (target mode), or in SLO mode
+   (``targetWaitSeconds`` set and a measured per-worker throughput) enough workers to drain the
+   backlog within that time: ``ceil(lag / (throughput_per_worker * targetWaitSeconds))``;
+2. capped at the partition count of the busiest tier (idle consumers help nobody), unless
+   ``allowIdleConsumers``;
+3. stabilized like the HPA: scale up to the lowest recommendation of the up window, scale down to
+   the highest recommendation of the down window;
+4. split warm first (never below ``warm.minReplicas``, at most ``warm.maxReplicas``), the overflow
+   to cold (at most ``cold.maxReplicas``); cold wakes from zero only above ``cold.activationLag``
+   and, once awake, stays until the stabilized overflow is zero.
+
+The baseline is the replica count the Deployments ask for, not the ready count: a pod that waits
+for a GPU node (Pending) is capacity on its way, not a failure, and must not trigger more scaling.
+Missing metrics (Kafka down, group or topics missing) hold the current replicas: a metric outage
+never scales a pool to zero.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+from imagegen_api.specs import GenerationPoolSpec
+
+from .lag import LagSnapshot
+
+
+@dataclass(frozen=True)
+class Observed:
+    warm_replicas: int
+    warm_ready: int
+    cold_replicas: int
+    cold_ready: int
+    # Images/s per busy worker from heartbeats; None when unknown (no fresh heartbeat yet).
+    throughput_per_worker: float | None = None
+
+    @property
+    def replicas(self) -> int:
+        return self.warm_replicas + self.cold_replicas
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    at: float
+    workers: int
+
+
+@dataclass(frozen=True)
+class ScalerState:
+    history: tuple[Recommendation, ...] = ()
+    last_scale_at: float | None = None
+    cold_active: bool = False
+
+
+@dataclass(frozen=True)
+class Decision:
+    warm: int
+    cold: int
+    desired_total: int
+    raw_total: int  # from the lag alone, before the partition cap and stabilization
+    reason: str
+    capped: bool
+    held: bool  # metrics missing: replicas held as they are
+    state: ScalerState
+    changed: bool
+
+    @property
+    def total(self) -> int:
+        return self.warm + self.cold
+
+
+def decide(
+    spec: GenerationPoolSpec,
+    lag: LagSnapshot | None,
+    observed: Observed,
+    state: ScalerState,
+    now: float,
+    lag_error: str | None = None,
+) -> Decision:
+    if lag is None:
+        return _hold(spec, observed, state, now, lag_error)
+    auto = spec.autoscaling
+
+    raw, how = _raw_workers(spec, lag.total, observed.throughput_per_worker)
+    notes = [f"lag {lag.describe()} / {how} = {raw} workers"]
+
+    rec = raw
+    cap = lag.busiest_tier_partitions
+    capped = not auto.allow_idle_consumers and cap > 0 and raw > cap
+    if capped:
+        rec = cap
+        notes.append(f"capped at {cap} partitions (busiest tier; allowIdleConsumers is off)")
+
+    # No memory (fresh operator): the current replicas count as a recommendation made now, so a
+    # restart never scales down before a full down window has passed.
+    history = state.history or (Recommendation(now, observed.replicas),)
+    history = (*history, Recommendation(now, rec))
+    longest = max(auto.scale_up_stabilization_seconds, auto.scale_down_stabilization_seconds)
+    history = tuple(r for r in history if now - r.at <= longest)
+
+    stable = _stabilize(
+        rec,
+        observed.replicas,
+        history,
+        now,
+        auto.scale_up_stabilization_seconds,
+        auto.scale_down_stabilization_seconds,
+    )
+    floor = spec.warm.min_replicas
+    # Mention a window only when it changes the outcome (not when warm.minReplicas does anyway).
+    if stable > rec and stable > floor:
+        notes.append(
+            f"scale-down held at {stable} "
+            f"(highest in the last {auto.scale_down_stabilization_seconds}s)"
+        )
+    elif stable < rec and rec > floor:
+        notes.append(
+            f"scale-up limited to {stable} "
+            f"(lowest in the last {auto.scale_up_stabilization_seconds}s)"
+        )
+
+    warm_spec, cold_spec = spec.warm, spec.cold
+    warm = min(max(stable, warm_spec.min_replicas), warm_spec.max_replicas)
+    overflow = max(0, stable - warm)
+    # Pods already running on cold nodes mean cold is awake, even if this state was lost.
+    cold_active = state.cold_active or observed.cold_replicas > 0
+    cold = 0
+    if overflow > 0 and cold_spec.max_replicas > 0:
+        if cold_active or lag.total > cold_spec.activation_lag:
+            cold = min(overflow, cold_spec.max_replicas)
+            if overflow > cold:
+                notes.append(f"{overflow - cold} workers over cold.maxReplicas")
+        else:
+            notes.append(
+                f"cold asleep: lag {lag.total} <= activationLag {cold_spec.activation_lag}"
+            )
+    elif overflow > 0:
+        notes.append(f"{overflow} workers over warm.maxReplicas and no cold pool")
+
+    warm_note = (
+        " (max)"
+        if warm == warm_spec.max_replicas and stable >= warm
+        else " (min)"
+        if warm == warm_spec.min_replicas and stable <= warm
+        else ""
+    )
+    cold_note = " (max)" if cold and cold == cold_spec.max_replicas else ""
+    changed = (warm, cold) != (observed.warm_replicas, observed.cold_replicas)
+    new_state = ScalerState(
+        history=history,
+        last_scale_at=now if changed else state.last_scale_at,
+        cold_active=cold > 0,
+    )
+    reason = "; ".join(notes) + f" → warm {warm}{warm_note}, cold {cold}{cold_note}"
+    return Decision(
+        warm=warm,
+        cold=cold,
+        desired_total=warm + cold,
+        raw_total=raw,
+        reason=reason,
+        capped=capped,
+        held=False,
+        state=new_state,
+        changed=changed,
+    )
+
+
+def _raw_workers(spec: GenerationPoolSpec, lag: int, per_worker: float | None) -> tuple[int, str]:
+    """Workers the lag asks for, and how that was computed (for the reason)."""
+    auto = spec.autoscaling
+    target = f"target {auto.target_lag_per_worker} per worker"
+    if auto.target_wait_seconds is not None:
+        if per_worker is not None and per_worker > 0:
+            drain = per_worker * auto.target_wait_seconds
+            # The epsilon keeps float noise (0.1 * 30 = 3.0000000000000004) from adding a worker.
+            return (
+                math.ceil(lag / drain - 1e-9),
+                f"({per_worker:.3g} img/s per worker x {auto.target_wait_seconds}s wait"
+                f" = {drain:.3g} per worker)",
+            )
+        return (
+            math.ceil(lag / auto.target_lag_per_worker),
+            f"{target} (SLO mode: throughput unknown yet)",
+        )
+    return math.ceil(lag / auto.target_lag_per_worker), target
+
+
+def _stabilize(
+    rec: int,
+    current: int,
+    history: tuple[Recommendation, ...],
+    now: float,
+    up_window: int,
+    down_window: int,
+) -> int:
+    """The HPA rule: up to the lowest recommendation of the up window, down to the highest of
+    the down window; a window of 0 follows the current recommendation at once."""
+    up = min((r.workers for r in history if now - r.at < up_window), default=rec)
+    down = max((r.workers for r in history if now - r.at < down_window), default=rec)
+    up, down = min(up, rec), max(down, rec)
+    stable = current
+    if stable < up:
+        stable = up
+    if stable > down:
+        stable = down
+    return stable
+
+
+def _hold(
+    spec: GenerationPoolSpec,
+    observed: Observed,
+    state: ScalerState,
+    now: float,
+    lag_error: str | None,
+) -> Decision:
+    # Spec bounds still apply (an edited min/max is honoured); the lag-driven part waits.
+    warm = min(max(observed.warm_replicas, spec.warm.min_replicas), spec.warm.max_replicas)
+    cold = min(observed.cold_replicas, spec.cold.max_replicas)
+    why = lag_error or "queue metrics unavailable"
+    changed = (warm, cold) != (observed.warm_replicas, observed.cold_replicas)
+    return Decision(
+        warm=warm,
+        cold=cold,
+        desired_total=warm + cold,
+        raw_total=observed.replicas,
+        reason=f"holding warm {warm}, cold {cold}: no queue metrics ({why})",
+        capped=False,
+        held=True,
+        state=replace(state, last_scale_at=now) if changed else state,
+        changed=changed,
+    )

@@ -1,0 +1,110 @@
+"""Bad manifests are refused by the real API server (CRD schema + CEL), naming the field."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.integration.conftest import Kubectl, unique
+
+MODEL = """
+apiVersion: imagegen.dev/v1alpha1
+kind: ImageModel
+metadata: {{name: {name}}}
+spec:
+{spec}
+"""
+
+POOL = """
+apiVersion: imagegen.dev/v1alpha1
+kind: GenerationPool
+metadata: {{name: {name}}}
+spec:
+{spec}
+"""
+
+
+def indent(text: str) -> str:
+    return "\n".join("  " + line for line in text.strip().splitlines())
+
+
+BAD = [
+    ("unknown source scheme", MODEL, "source: ftp://weights/sdxl",
+     ["spec.source", "should match"]),
+    ("width not a multiple of 8", MODEL,
+     "source: builtin://tiny-sdxl\ndefaults: {width: 1001}",
+     ["spec.defaults.width", "multiple of 8"]),
+    ("default steps above the model's limit", MODEL,
+     "source: builtin://tiny-sdxl\ndefaults: {steps: 90}\nlimits: {maxSteps: 50}",
+     ["defaults.steps must not exceed limits.maxSteps"]),
+    ("default size above max pixels", MODEL,
+     "source: builtin://tiny-sdxl\ndefaults: {width: 2048, height: 2048}",
+     ["defaults.width x defaults.height must not exceed limits.maxPixels"]),
+    ("builtin model with a non-SDXL pipeline", MODEL,
+     "source: builtin://tiny-sdxl\npipeline: sd15",
+     ["builtin://tiny-sdxl is an SDXL pipeline"]),
+    ("unknown sampler", MODEL,
+     "source: builtin://tiny-sdxl\ndefaults: {sampler: heun}",
+     ["spec.defaults.sampler", "Unsupported value", "euler"]),
+    ("warm minimum above maximum", POOL,
+     "models: [m]\nwarm: {minReplicas: 5, maxReplicas: 2}",
+     ["warm.minReplicas must be less than or equal to warm.maxReplicas"]),
+    ("no models", POOL, "warm: {minReplicas: 1}", ["spec.models", "Required"]),
+    ("zero partitions", POOL, "models: [m]\nqueue: {partitions: 0}",
+     ["spec.queue.partitions", "greater than or equal to 1"]),
+    ("bootstrap set twice", POOL,
+     "models: [m]\nqueue:\n  bootstrapServers: k:9092\n  bootstrapServersFrom:\n"
+     "    secretKeyRef: {name: kafka, key: url}",
+     ["set at most one of bootstrapServers or bootstrapServersFrom"]),
+    ("reference to both a ConfigMap and a Secret", POOL,
+     "models: [m]\ncache:\n  redisUrlFrom:\n    secretKeyRef: {name: r, key: url}\n"
+     "    configMapKeyRef: {name: r, key: url}",
+     ["set exactly one of configMapKeyRef or secretKeyRef"]),
+    ("duplicate tier", POOL,
+     "models: [m]\nqueue:\n  tiers:\n  - {name: fast, weight: 2}\n  - {name: fast, weight: 3}",
+     ["spec.queue.tiers", "Duplicate value"]),
+    ("tier name with capitals", POOL,
+     "models: [m]\nqueue:\n  tiers:\n  - {name: Gold, weight: 2}",
+     ["spec.queue.tiers[0].name", "should match"]),
+    ("misspelled field", POOL, "models: [m]\nwarm: {minReplica: 1}",
+     ['unknown field "spec.warm.minReplica"']),
+    ("negative cold maximum", POOL, "models: [m]\ncold: {maxReplicas: -1}",
+     ["spec.cold.maxReplicas", "greater than or equal to 0"]),
+]
+
+
+@pytest.mark.parametrize(("what", "template", "spec", "expected"), BAD,
+                         ids=[b[0].replace(" ", "-") for b in BAD])
+def test_bad_manifest_refused(kubectl: Kubectl, crds: None, k8s_namespace: str, what: str,
+                              template: str, spec: str, expected: list[str]) -> None:
+    manifest = template.format(name=unique("bad"), spec=indent(spec))
+    proc = kubectl("apply", "-n", k8s_namespace, "-f", "-", input=manifest, check=False)
+    assert proc.returncode != 0, f"{what}: the API server accepted it:\n{manifest}"
+    for fragment in expected:
+        assert fragment in proc.stderr, f"{what}: {fragment!r} not in: {proc.stderr}"
+
+
+def test_pool_name_too_long(kubectl: Kubectl, crds: None, k8s_namespace: str) -> None:
+    manifest = POOL.format(name="p" * 41, spec=indent("models: [m]"))
+    proc = kubectl("apply", "-n", k8s_namespace, "-f", "-", input=manifest, check=False)
+    assert proc.returncode != 0
+    assert "metadata.name must be at most 40 characters" in proc.stderr
+
+
+def test_source_is_immutable(kubectl: Kubectl, crds: None, k8s_namespace: str) -> None:
+    name = unique("m")
+    kubectl("apply", "-n", k8s_namespace, "-f", "-",
+            input=MODEL.format(name=name, spec=indent("source: s3://weights/a")))
+    proc = kubectl("apply", "-n", k8s_namespace, "-f", "-", check=False,
+                   input=MODEL.format(name=name, spec=indent("source: s3://weights/b")))
+    assert proc.returncode != 0
+    assert "source is immutable" in proc.stderr
+
+
+def test_minimal_manifests_accepted_with_defaults(kubectl: Kubectl, crds: None,
+                                                  k8s_namespace: str) -> None:
+    name = unique("p")
+    kubectl("apply", "-n", k8s_namespace, "-f", "-",
+            input=POOL.format(name=name, spec=indent("models: [m]")))
+    got = kubectl("get", "gp", name, "-n", k8s_namespace,
+                  "-o", "jsonpath={.spec.warm.minReplicas}/{.spec.autoscaling.pollSeconds}").stdout
+    assert got == "1/5"  # defaults applied by the API server from the schema

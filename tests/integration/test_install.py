@@ -1,0 +1,237 @@
+"""The Helm chart and the kustomize base against the real API server of the local stack:
+`helm lint`, server-side dry-run applies of both, and the chart (default values) vs
+manifests/install consistency check. No operator is started here."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from .conftest import Kubectl, StackEnv
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "imagegen-operator"
+INSTALL = ROOT / "manifests" / "install"
+RELEASE = "imagegen-operator"
+INSTALL_NAMESPACE = "imagegen-system"
+PEERING_KINDS = {"ClusterKopfPeering", "KopfPeering"}
+
+
+def helm(stack: StackEnv, *args: str) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([stack.helm_bin, *args], capture_output=True, text=True, timeout=120,
+                          env={**stack.env, "KUBECONFIG": stack.kubeconfig,
+                               "HELM_CACHE_HOME": str(stack.state_dir / "helm" / "cache"),
+                               "HELM_CONFIG_HOME": str(stack.state_dir / "helm" / "config"),
+                               "HELM_DATA_HOME": str(stack.state_dir / "helm" / "data")})
+    assert proc.returncode == 0, f"helm {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def docs_of(text: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def render(stack: StackEnv, namespace: str = INSTALL_NAMESPACE, *values: str,
+           hooks: bool = True) -> list[dict[str, Any]]:
+    args = ["template", RELEASE, str(CHART), "--namespace", namespace, "--include-crds"]
+    if not hooks:
+        args.append("--no-hooks")
+    for v in values:
+        args += ["--set", v]
+    return docs_of(helm(stack, *args).stdout)
+
+
+def key(doc: dict[str, Any]) -> tuple[str, str, str]:
+    meta = doc["metadata"]
+    return doc["kind"], meta.get("namespace", ""), meta["name"]
+
+
+def peering_crds_installed(kubectl: Kubectl) -> bool:
+    return kubectl("get", "crd", "clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev",
+                   check=False).returncode == 0
+
+
+def dry_run_apply(kubectl: Kubectl, docs: list[dict[str, Any]]) -> str:
+    """Server-side dry-run of every object. Objects of the kopf.dev peering CRDs are only
+    sent when those CRDs exist on the server: in a dry run the CRDs in the same stream are not
+    created, so the API server cannot know their kinds yet (Helm creates them as a hook, after
+    the CRDs; see templates/peering.yaml)."""
+    known = peering_crds_installed(kubectl)
+    send = [d for d in docs if known or d["kind"] not in PEERING_KINDS]
+    out = kubectl("apply", "--dry-run=server", "-f", "-",
+                  input=yaml.safe_dump_all(send, sort_keys=False)).stdout
+    for doc in send:
+        kind, _, name = key(doc)
+        assert kind.lower() in out.lower() and name in out, f"{kind}/{name} not applied:\n{out}"
+    return out
+
+
+def test_helm_lint_is_clean(stack: StackEnv) -> None:
+    options = ["--set", "watchNamespaces={a,b}", "--set", "workerServiceAccount.create=true",
+               "--set", "kafka.existingSecret=kafka", "--set", "s3.credentialsSecret=s3"]
+    for extra in ([], options):
+        out = helm(stack, "lint", "--strict", str(CHART), *extra).stdout
+        assert "[ERROR]" not in out and "[WARNING]" not in out, out
+        assert "0 chart(s) failed" in out, out
+
+
+def test_chart_defaults_render_the_expected_objects(stack: StackEnv) -> None:
+    docs = render(stack)
+    kinds = {(k, n) for k, _, n in map(key, docs)}
+    for expected in [("ServiceAccount", RELEASE), ("ClusterRole", RELEASE),
+                     ("ClusterRoleBinding", RELEASE), ("Deployment", RELEASE),
+                     ("Service", f"{RELEASE}-metrics"), ("ClusterKopfPeering", RELEASE),
+                     ("CustomResourceDefinition", "clusterkopfpeerings.kopf.dev"),
+                     ("CustomResourceDefinition", "kopfpeerings.kopf.dev")]:
+        assert expected in kinds, expected
+    crds = {n for k, n in kinds if k == "CustomResourceDefinition"}
+    assert {"imagemodels.imagegen.dev", "generationpools.imagegen.dev"} <= crds, \
+        "the chart's crds/ (symlink to the repo's crds/) holds both CRDs"
+    assert not any(k == "ServiceAccount" and n == "imagegen-worker" for k, n in kinds)
+    deploy = next(d for d in docs if d["kind"] == "Deployment")
+    pod = deploy["spec"]["template"]["spec"]
+    assert deploy["spec"]["replicas"] == 2
+    (container,) = pod["containers"]
+    assert container["command"] == ["python", "-m", "imagegen_operator"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["IMAGEGEN_OPERATOR_PEERING"]["value"] == RELEASE
+    assert "IMAGEGEN_WATCH_NAMESPACES" not in env, "cluster-wide by default"
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {
+        "health": 8080, "metrics": 9090}
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["securityContext"]["runAsUser"] == 10001
+
+
+def test_chart_values_wire_into_the_pod(stack: StackEnv) -> None:
+    docs = render(stack, "ns1", "watchNamespaces={ns1,ns2}", "kafka.existingSecret=kafka-conn",
+                  "kafka.key=bootstrap", "redis.url=redis://r:6379/0",
+                  "s3.endpoint=http://s3:9000", "s3.credentialsSecret=s3-creds",
+                  "podLabels.imagegen\\.dev/local-runner=true", "workerServiceAccount.create=true",
+                  "nodeSelector.pool=system")
+    deploy = next(d for d in docs if d["kind"] == "Deployment")
+    pod = deploy["spec"]["template"]
+    assert pod["metadata"]["labels"]["imagegen.dev/local-runner"] == "true"
+    assert set(deploy["spec"]["selector"]["matchLabels"].items()) <= set(
+        pod["metadata"]["labels"].items())
+    env = {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}
+    assert env["IMAGEGEN_WATCH_NAMESPACES"]["value"] == "ns1,ns2"
+    assert env["IMAGEGEN_KAFKA_BOOTSTRAP"]["valueFrom"]["secretKeyRef"] == {
+        "name": "kafka-conn", "key": "bootstrap"}
+    assert env["IMAGEGEN_REDIS_URL"]["value"] == "redis://r:6379/0"
+    assert env["IMAGEGEN_S3_ENDPOINT"]["value"] == "http://s3:9000"
+    assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == "s3-creds"
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "s3-creds"
+    assert pod["spec"]["nodeSelector"] == {"pool": "system"}
+    peerings = [d for d in docs if d["kind"] in PEERING_KINDS]
+    assert {(d["kind"], d["metadata"]["namespace"]) for d in peerings} == {
+        ("KopfPeering", "ns1"), ("KopfPeering", "ns2")}
+    worker_sa = next(d for d in docs if d["kind"] == "ServiceAccount"
+                     and d["metadata"]["name"] == "imagegen-worker")
+    assert worker_sa["automountServiceAccountToken"] is False
+    bound = [s["name"] for d in docs if d["kind"] == "ClusterRoleBinding" for s in d["subjects"]]
+    assert "imagegen-worker" not in bound
+
+
+def test_chart_dry_run_apply(stack: StackEnv, kubectl: Kubectl, k8s_namespace: str) -> None:
+    dry_run_apply(kubectl, render(stack, k8s_namespace))
+    # non-default values too: secrets, worker ServiceAccount, pod labels, namespaced peering
+    dry_run_apply(kubectl, render(stack, k8s_namespace, f"watchNamespaces={{{k8s_namespace}}}",
+                                  "kafka.existingSecret=kafka", "s3.credentialsSecret=s3",
+                                  "workerServiceAccount.create=true",
+                                  "podLabels.imagegen\\.dev/local-runner=true"))
+
+
+# --- chart defaults == manifests/install -----------------------------------------------------
+
+
+def kustomize(kubectl: Kubectl, path: Path = INSTALL) -> list[dict[str, Any]]:
+    return docs_of(kubectl("kustomize", str(path)).stdout)
+
+
+def tool_free(labels: dict[str, str]) -> dict[str, str]:
+    """Labels without those naming the installing tool (Helm vs kustomize)."""
+    return {k: v for k, v in labels.items()
+            if k not in ("helm.sh/chart", "app.kubernetes.io/managed-by")}
+
+
+def container_shape(deploy: dict[str, Any]) -> dict[str, Any]:
+    pod = deploy["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    return {
+        "replicas": deploy["spec"]["replicas"],
+        "selector": deploy["spec"]["selector"],
+        "serviceAccountName": pod["serviceAccountName"],
+        "podSecurityContext": pod["securityContext"],
+        "volumes": pod.get("volumes"),
+        "image": c["image"],
+        "command": c["command"],
+        "args": c.get("args"),
+        "env": c["env"],
+        "ports": c["ports"],
+        "probes": (c["livenessProbe"], c["readinessProbe"]),
+        "resources": c["resources"],
+        "securityContext": c["securityContext"],
+        "volumeMounts": c.get("volumeMounts"),
+    }
+
+
+def test_kustomize_base_equals_chart_defaults(stack: StackEnv, kubectl: Kubectl) -> None:
+    chart = render(stack, INSTALL_NAMESPACE, hooks=False)
+    hooks = [d for d in render(stack, INSTALL_NAMESPACE)
+             if "helm.sh/hook" in (d["metadata"].get("annotations") or {})]
+    base = kustomize(kubectl)
+    by_chart = {key(d): d for d in chart}
+    by_base = {key(d): d for d in base}
+    # the base adds its Namespace; everything else is the chart's non-hook objects
+    assert set(by_base) - set(by_chart) == {("Namespace", "", INSTALL_NAMESPACE)}
+    assert set(by_chart) - set(by_base) == set()
+    for k, doc in by_chart.items():
+        other = by_base[k]
+        assert other["apiVersion"] == doc["apiVersion"], k
+        if k[0] == "CustomResourceDefinition":
+            assert other["spec"] == doc["spec"], f"{k}: CRD differs from the chart's"
+        elif k[0] == "ClusterRole":
+            assert other["rules"] == doc["rules"], "ClusterRole rules differ"
+        elif k[0] == "ClusterRoleBinding":
+            assert (other["roleRef"], other["subjects"]) == (doc["roleRef"], doc["subjects"])
+        elif k[0] == "Deployment":
+            assert container_shape(other) == container_shape(doc), "Deployment differs"
+            assert tool_free(other["spec"]["template"]["metadata"]["labels"]) == \
+                tool_free(doc["spec"]["template"]["metadata"]["labels"])
+        elif k[0] == "Service":
+            assert other["spec"] == doc["spec"], "Service differs"
+        elif k[0] == "ServiceAccount":
+            assert other.get("automountServiceAccountToken") == \
+                doc.get("automountServiceAccountToken")
+    # the chart's post-install hook (the peering object) is the base's peering/ overlay
+    peering = kustomize(kubectl, INSTALL / "peering")
+    assert {(d["kind"], d["metadata"]["name"]) for d in peering} == {
+        (d["kind"], d["metadata"]["name"]) for d in hooks}
+
+
+def test_kustomize_crds_are_the_repo_crds(kubectl: Kubectl) -> None:
+    repo = {d["metadata"]["name"]: d for p in sorted((ROOT / "crds").glob("*.yaml"))
+            for d in docs_of(p.read_text()) if d.get("kind") == "CustomResourceDefinition"}
+    base = {d["metadata"]["name"]: d for d in kustomize(kubectl)
+            if d["kind"] == "CustomResourceDefinition"}
+    assert repo and set(repo) <= set(base)
+    for name, doc in repo.items():
+        assert base[name]["spec"] == doc["spec"], name
+
+
+def test_kustomize_dry_run_apply(kubectl: Kubectl) -> None:
+    # Namespaced objects can only be dry-run created into a namespace that exists.
+    if kubectl("get", "namespace", INSTALL_NAMESPACE, check=False).returncode != 0:
+        kubectl("create", "namespace", INSTALL_NAMESPACE)
+    out = kubectl("apply", "--dry-run=server", "-k", str(INSTALL)).stdout
+    for doc in kustomize(kubectl):
+        kind, _, name = key(doc)
+        assert name in out, f"{kind}/{name} not in:\n{out}"
+    if peering_crds_installed(kubectl):
+        kubectl("apply", "--dry-run=server", "-k", str(INSTALL / "peering"))
