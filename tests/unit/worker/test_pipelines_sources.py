@@ -1,22 +1,27 @@
-"""Model sources without servers: URI parsing, content revisions, the S3 cache, hub file choice.
+"""Model sources without servers: URI parsing, content revisions, the S3 cache fallback and key
+safety, hub file choice.
 
-What it fakes: the S3 client (an in-memory bucket that counts downloads) and the Hugging Face
-cache (a snapshot folder laid out as huggingface_hub writes it, used offline). What it asserts:
-where each source lands, that revisions follow content, that a cached prefix is never downloaded
-twice, and that s3:// and hf:// copies of the tiny pipeline draw the builtin's images.
+Nothing is faked: the Hugging Face cache is a snapshot folder laid out as huggingface_hub writes
+it (used offline), and the S3 fallback uses a real boto3 client whose endpoint does not answer.
+Downloads from a real S3 server (MinIO) are tested in tests/integration/test_model_sources.py
+(load, cache reuse, changed weights → new revision, prefetch) and
+tests/integration/test_worker.py::TestModelSourcesS3 (one-object sources, interrupted downloads).
 """
 
 from __future__ import annotations
 
-import hashlib
+import json
+import os
 import shutil
-from collections.abc import Iterator
+import time
 from pathlib import Path
 from typing import Any
 
+import boto3
 import numpy as np
 import pytest
-from botocore.exceptions import ClientError, EndpointConnectionError
+from botocore.config import Config
+from botocore.exceptions import EndpointConnectionError
 from huggingface_hub import constants as hf_constants
 from imagegen_api.specs import ImageModelSpec
 from imagegen_worker.pipelines import ImageJob, ModelRunner, hf, s3, sources
@@ -25,47 +30,6 @@ SPEC = ImageModelSpec(
     source="builtin://tiny-sdxl", defaults={"width": 64, "height": 64, "steps": 4}
 )
 JOB = ImageJob("a photo of a cat", "", 64, 64, 4, 7.0, "euler", 42)
-
-
-class FakeS3:
-    """Just the S3 calls the source uses, over an in-memory bucket."""
-
-    def __init__(self, objects: dict[str, bytes]) -> None:
-        self.objects = objects
-        self.downloads: list[str] = []
-        self.reachable = True
-        self.fail_after: int | None = None
-
-    def get_paginator(self, name: str) -> FakeS3:
-        assert name == "list_objects_v2"
-        return self
-
-    def paginate(self, Bucket: str, Prefix: str) -> Iterator[dict[str, Any]]:
-        if not self.reachable:
-            raise EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
-        keys = sorted(k for k in self.objects if k.startswith(Prefix))
-        yield {"Contents": [self._meta(k) | {"Key": k} for k in keys]}
-
-    def head_object(self, Bucket: str, Key: str) -> dict[str, Any]:
-        if Key not in self.objects:
-            raise ClientError({"Error": {"Code": "404", "Message": "Not Found"}}, "HeadObject")
-        meta = self._meta(Key)
-        return {"ContentLength": meta["Size"], "ETag": meta["ETag"]}
-
-    def download_file(self, Bucket: str, Key: str, Filename: str) -> None:
-        if self.fail_after is not None and len(self.downloads) >= self.fail_after:
-            raise EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
-        Path(Filename).write_bytes(self.objects[Key])
-        self.downloads.append(Key)
-
-    def _meta(self, key: str) -> dict[str, Any]:
-        data = self.objects[key]
-        return {"Size": len(data), "ETag": f'"{hashlib.md5(data).hexdigest()}"'}
-
-
-def upload_folder(folder: Path, prefix: str) -> dict[str, bytes]:
-    return {f"{prefix}/{p.relative_to(folder).as_posix()}": p.read_bytes()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -131,73 +95,40 @@ def test_content_revision_follows_content_only(tmp_path: Path) -> None:
 # --- S3 ----------------------------------------------------------------------------------------
 
 
-def test_s3_prefix_is_downloaded_once_and_keyed_by_etags(tmp_path: Path) -> None:
-    fake = FakeS3({"m/a/model_index.json": b"{}", "m/a/unet/w.bin": b"1", "m/b/x": b"2"})
-    src = sources.parse_source("s3://bucket/m/a")
-    lines: list[str] = []
-    first = s3.fetch(src, tmp_path, s3=fake, progress=lines.append)
-    assert first.downloaded_files == 2 and len(lines) == 2
-    assert first.path == tmp_path / "s3" / "bucket" / "m" / "a" / first.revision[3:]
-    assert (first.path / "unet" / "w.bin").read_bytes() == b"1"
-    assert not (first.path / "x").exists()
-
-    again = s3.fetch(src, tmp_path, s3=fake)
-    assert again == sources.LocalWeights(src, first.path, first.revision, downloaded_files=0)
-    assert len(fake.downloads) == 2
-
-    fake.objects["m/a/unet/w.bin"] = b"new weights"
-    changed = s3.fetch(src, tmp_path, s3=fake)
-    assert changed.revision != first.revision and changed.downloaded_files == 2
+def unreachable_s3() -> Any:
+    """A real boto3 client for an endpoint where nothing listens (connection refused)."""
+    return boto3.client(
+        "s3", endpoint_url="http://127.0.0.1:1", region_name="us-east-1",
+        aws_access_key_id="x", aws_secret_access_key="y",
+        config=Config(retries={"max_attempts": 1}, connect_timeout=1,
+                      s3={"addressing_style": "path"}))
 
 
 def test_s3_unreachable_falls_back_to_the_newest_cached_copy(tmp_path: Path) -> None:
-    fake = FakeS3({"m/model_index.json": b"{}"})
+    base = tmp_path / "s3" / "bucket" / "m"
+    for digest, age in (("older", 100), ("newer", 50)):
+        copy = base / digest
+        copy.mkdir(parents=True)
+        (copy / "model_index.json").write_text("{}")
+        marker = copy / s3.COMPLETE_MARKER
+        marker.write_text(json.dumps({"objects": [], "file": None}))
+        os.utime(marker, (time.time() - age, time.time() - age))
+    (base / "newest.partial-1").mkdir()  # an interrupted download is never used
     src = sources.parse_source("s3://bucket/m")
-    cached = s3.fetch(src, tmp_path, s3=fake)
-    fake.reachable = False
-    assert s3.fetch(src, tmp_path, s3=fake).path == cached.path
+    weights = s3.fetch(src, tmp_path, s3=unreachable_s3())
+    assert weights.path == base / "newer" and weights.revision == "s3:newer"
     with pytest.raises(EndpointConnectionError):
-        s3.fetch(src, tmp_path / "empty", s3=fake)
+        s3.fetch(src, tmp_path / "empty", s3=unreachable_s3())
 
 
-def test_s3_interrupted_download_leaves_nothing_that_looks_complete(tmp_path: Path) -> None:
-    fake = FakeS3({"m/a": b"1", "m/b": b"2", "m/c": b"3"})
-    fake.fail_after = 1
-    src = sources.parse_source("s3://bucket/m")
-    with pytest.raises(EndpointConnectionError):
-        s3.fetch(src, tmp_path, s3=fake)
-    assert list((tmp_path / "s3" / "bucket" / "m").iterdir()) == []
-    fake.fail_after = None
-    assert s3.fetch(src, tmp_path, s3=fake).downloaded_files == 3
-
-
-def test_s3_source_naming_one_object_resolves_to_that_file(tmp_path: Path) -> None:
-    fake = FakeS3({"loras/style.safetensors": b"lora"})
-    weights = s3.fetch(sources.parse_source("s3://bucket/loras/style.safetensors"), tmp_path,
-                       s3=fake)
-    assert weights.path is not None and weights.path.name == "style.safetensors"
-    assert weights.path.read_bytes() == b"lora"
-
-
-def test_s3_keys_that_escape_the_cache_are_refused(tmp_path: Path) -> None:
-    fake = FakeS3({"m/../../etc/passwd": b"x"})
+@pytest.mark.parametrize("rel", ["../../etc/passwd", "a/../../b", "/abs/path", ""])
+def test_s3_keys_that_escape_the_cache_are_refused(rel: str) -> None:
     with pytest.raises(ValueError, match="unsafe"):
-        s3.fetch(sources.parse_source("s3://bucket/m"), tmp_path, s3=fake)
+        s3._safe_rel(rel)
 
 
-def test_s3_copy_of_the_tiny_pipeline_draws_the_builtin_images(
-    tiny: ModelRunner, saved: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    fake = FakeS3(upload_folder(saved, "models/tiny-sdxl"))
-    monkeypatch.setattr(s3, "client", lambda: fake)
-    spec = SPEC.model_copy(update={"source": "s3://weights/models/tiny-sdxl"})
-    loaded = ModelRunner.load("s3", spec, cache_dir=str(tmp_path))
-    assert loaded.revision.startswith("s3:")
-    assert np.array_equal(np.asarray(loaded.generate([JOB])[0]),
-                          np.asarray(tiny.generate([JOB])[0]))
-    downloads = len(fake.downloads)
-    assert ModelRunner.load("s3", spec, cache_dir=str(tmp_path)).revision == loaded.revision
-    assert len(fake.downloads) == downloads, "second load must come from the cache"
+def test_s3_keys_below_the_prefix_map_to_relative_paths() -> None:
+    assert s3._safe_rel("unet/w.safetensors") == Path("unet") / "w.safetensors"
 
 
 # --- Hugging Face Hub ----------------------------------------------------------------------------

@@ -1,0 +1,264 @@
+"""Running one batch: attempts → pipeline → encode and upload → cache → answers. Driven by `app`'s
+GPU loop, in two halves so that uploads overlap the next batch: `generate` (the GPU part, one
+`ModelRunner.generate` call in a thread) and `deliver` (per request: encode, upload, store in the
+cache, answer).
+
+Failures: every request of a failed batch (or failed upload) has used one attempt (counted in its
+job record when the attempt started, so a worker that dies mid-batch counts too). Below
+`max_attempts` it is queued again to run alone (a poison request cannot sink its neighbours
+twice); at the limit it goes to the dead-letter topic and is answered `failed`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from imagegen_api.messages import ErrorInfo, GenerationResult, ImageRef, Timings
+from imagegen_api.workerconfig import WorkerConfig
+from PIL import Image
+
+from . import cachekey
+from .cache import CachedImage, ImageCache
+from .encode import encode
+from .faults import Faults
+from .intake import Intake
+from .jobs import draw_seeds, image_jobs
+from .logs import fields
+from .metrics import WorkerMetrics
+from .respond import Responder
+from .results import JobRecords
+from .scheduler import Batch, Entry
+from .stats import WorkerStats
+from .storage import ObjectStore
+from .work import Runner, Work
+
+log = logging.getLogger(__name__)
+
+Requeue = Callable[[Entry[Work]], None]
+
+
+@dataclass
+class Generated:
+    """A batch whose pixels exist and whose answers do not yet."""
+
+    entries: list[Entry[Work]]
+    images: list[list[Image.Image]]  # per entry, in seed order
+    runner: Runner
+    started_at: float  # wall clock, generation start
+    generate_s: float
+
+
+class BatchRunner:
+    def __init__(self, *, config: WorkerConfig, runners: Mapping[str, Runner],
+                 records: JobRecords, cache: ImageCache, store: ObjectStore,
+                 responder: Responder, intake: Intake, metrics: WorkerMetrics,
+                 stats: WorkerStats, faults: Faults, requeue: Requeue,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.runners = runners
+        self.records = records
+        self.cache = cache
+        self.store = store
+        self.responder = responder
+        self.intake = intake
+        self.metrics = metrics
+        self.stats = stats
+        self.faults = faults
+        self.requeue = requeue
+        self.clock = clock
+        self.max_attempts = config.kafka.max_attempts
+
+    # --- the GPU half ------------------------------------------------------------------------
+
+    async def generate(self, batch: Batch[Work]) -> Generated | None:
+        now_mono = self.clock()
+        for e in batch.entries:
+            self.metrics.queue_wait.labels(e.tier).observe(max(0.0, now_mono - e.enqueued_at))
+
+        entries = [e for e in batch.entries if not await self._expired(e.item)]
+        if not entries:
+            return None
+        await self._start([e.item for e in entries])
+        runnable: list[Entry[Work]] = []
+        for e in entries:
+            if e.item.attempts > self.max_attempts:
+                await self.intake.give_up(e.item, self._exhausted(e.item, "earlier attempts"))
+            else:
+                runnable.append(e)
+        if not runnable:
+            return None
+
+        works = [e.item for e in runnable]
+        runner = self.runners[works[0].request.model]
+        for w in works:
+            if w.seeds is None:
+                w.seeds = draw_seeds(w.request)
+        jobs = [job for w in works for job in image_jobs(w.request, w.seeds or [])]
+        started_at = time.time()
+        t0 = time.perf_counter()
+        try:
+            if self.faults.delay_generate:
+                await asyncio.sleep(self.faults.delay_generate)
+            self.faults.check_prompts([w.request.prompt for w in works])
+            images = await asyncio.to_thread(runner.generate, jobs)
+            if len(images) != len(jobs):
+                raise RuntimeError(f"pipeline returned {len(images)} images for {len(jobs)} jobs")
+        except Exception as exc:
+            log.warning("batch failed", extra=fields(
+                requests=[w.request_id for w in works], error=repr(exc)))
+            await self.failed(runnable, exc)
+            return None
+        generate_s = time.perf_counter() - t0
+        self.metrics.generate.observe(generate_s)
+        self.metrics.batch_size.observe(len(jobs))
+        self.stats.batch_done(generate_s)
+        self.stats.images_done(len(jobs))
+        log.info("batch generated", extra=fields(
+            tier=batch.tier, promoted=batch.promoted, requests=len(works), images=len(jobs),
+            generate_s=round(generate_s, 4)))
+
+        per_work: list[list[Image.Image]] = []
+        i = 0
+        for w in works:
+            n = len(w.seeds or [])
+            per_work.append(images[i:i + n])
+            i += n
+        return Generated(runnable, per_work, runner, started_at, generate_s)
+
+    # --- the delivery half -------------------------------------------------------------------
+
+    async def deliver(self, gen: Generated) -> None:
+        await asyncio.gather(*(
+            self._deliver_one(gen, entry, images)
+            for entry, images in zip(gen.entries, gen.images, strict=True)
+        ))
+
+    async def _deliver_one(self, gen: Generated, entry: Entry[Work],
+                           images: list[Image.Image]) -> None:
+        work = entry.item
+        request = work.request
+        seeds = work.seeds or []
+        t0 = time.perf_counter()
+        try:
+            refs = await asyncio.gather(*(
+                self._store_image(work, gen.runner, img, seed)
+                for img, seed in zip(images, seeds, strict=True)
+            ))
+        except Exception as exc:
+            log.warning("upload failed", extra=fields(request_id=work.request_id,
+                                                      error=repr(exc)))
+            await self.failed([entry], exc)
+            return
+        upload_s = time.perf_counter() - t0
+        self.metrics.upload.observe(upload_s)
+
+        if request.seed is not None and self.cache.enabled:
+            digests = cachekey.request_keys(request, model_revision=gen.runner.revision) or []
+            await self.cache.put_many([
+                (d, CachedImage(key=r.key, sha256=r.sha256, size=size, seed=r.seed,
+                                width=r.width, height=r.height, format=r.format))
+                for d, (r, size) in zip(digests, refs, strict=True)
+            ])
+
+        now = time.time()
+        result = GenerationResult(
+            request_id=work.request_id,
+            status="succeeded",
+            images=[r for r, _ in refs],
+            cache_hit=False,
+            timings=Timings(
+                queue_ms=_ms(gen.started_at - work.origin),
+                generate_ms=_ms(gen.generate_s),
+                upload_ms=_ms(upload_s),
+                total_ms=_ms(now - work.origin),
+            ),
+            worker=self.responder.worker,
+            model=request.model,
+            model_revision=gen.runner.revision,
+            tier=work.tier,
+            attempts=work.attempts,
+            finished_at=now,
+        )
+        await self.responder.answer(work.ref, result)
+
+    async def _store_image(self, work: Work, runner: Runner, image: Image.Image,
+                           seed: int) -> tuple[ImageRef, int]:
+        request = work.request
+        params = {
+            "prompt": request.prompt,
+            "negative_prompt": request.negative_prompt,
+            "width": request.width,
+            "height": request.height,
+            "steps": request.steps,
+            "guidance": request.guidance,
+            "sampler": request.sampler,
+            "seed": seed,
+            "model": request.model,
+            "model_revision": runner.revision,
+        }
+        enc = await asyncio.to_thread(encode, image, request.output_format, params)
+        key = self.store.key_for(enc.sha256, enc.format)
+        await self.store.upload(key, enc.data, enc.content_type)
+        ref = ImageRef(key=key, url=self.store.presign(key), width=image.width,
+                       height=image.height, seed=seed, sha256=enc.sha256, format=enc.format)
+        return ref, len(enc.data)
+
+    # --- failures ----------------------------------------------------------------------------
+
+    async def failed(self, entries: list[Entry[Work]], exc: BaseException) -> None:
+        for e in entries:
+            work = e.item
+            if work.attempts >= self.max_attempts:
+                await self.intake.give_up(work, ErrorInfo(
+                    code="generation_failed",
+                    message=f"attempt {work.attempts} of {self.max_attempts} failed: "
+                            f"{type(exc).__name__}: {exc}"[:1000],
+                    field=None, limit=f"maxAttempts={self.max_attempts}"))
+            else:
+                self.metrics.retries.inc()
+                log.info("will retry alone", extra=fields(
+                    request_id=work.request_id, attempt=work.attempts,
+                    max_attempts=self.max_attempts))
+                self.requeue(e)
+
+    def _exhausted(self, work: Work, why: str) -> ErrorInfo:
+        return ErrorInfo(code="max_attempts_exceeded",
+                         message=f"{work.attempts - 1} {why} did not finish",
+                         field=None, limit=f"maxAttempts={self.max_attempts}")
+
+    async def _expired(self, work: Work) -> bool:
+        deadline = work.request.deadline
+        now = time.time()
+        if deadline is None or deadline > now:
+            return False
+        result = GenerationResult(
+            request_id=work.request_id, status="expired",
+            error=ErrorInfo(code="deadline_exceeded",
+                            message="deadline passed while the request was queued",
+                            field="deadline", limit="in the future"),
+            timings=Timings(queue_ms=_ms(now - work.origin), total_ms=_ms(now - work.origin)),
+            worker=self.responder.worker, model=work.request.model, tier=work.tier,
+            attempts=work.attempts, finished_at=now,
+        )
+        await self.responder.answer(work.ref, result)
+        return True
+
+    async def _start(self, works: list[Work]) -> None:
+        try:
+            attempts = await self.records.start([w.request_id for w in works],
+                                                [w.tier for w in works])
+        except Exception as exc:
+            self.metrics.redis_errors.labels("start").inc()
+            log.warning("job records unavailable, counting attempts locally",
+                        extra=fields(error=repr(exc)))
+            attempts = [w.attempts + 1 for w in works]
+        for w, a in zip(works, attempts, strict=True):
+            w.attempts = a
+
+
+def _ms(seconds: float) -> float:
+    return round(max(0.0, seconds) * 1000.0, 3)

@@ -1,0 +1,190 @@
+"""`imagegen`: the command-line client of a generation pool (built on `client`).
+
+    imagegen submit --pool tiny [-n NS] [--tier fast] [--seed N] [--size 64x64] [--steps 4]
+                    [--count 24] [--out DIR] "prompt" ["prompt" ...]
+    imagegen status REQUEST_ID
+
+`submit` sends --count requests (the prompts, and comma-separated --tier values, taken in turn;
+with --seed N request i gets seed N+i, so running the same command again is answered from the
+cache), shows a progress bar on stderr, prints one row per request and downloads the images into
+--out. Endpoints come from flags or IMAGEGEN_KAFKA_BOOTSTRAP / IMAGEGEN_REDIS_URL.
+Exit code: 0 when every request succeeded, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from imagegen_api import naming
+from imagegen_api.messages import GenerationRequest, GenerationResult
+
+from .client import ImagegenClient, new_request_id, read_status
+
+BAR_WIDTH = 30
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="imagegen", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("submit", help="generate images and wait for them")
+    s.add_argument("prompts", nargs="+", metavar="PROMPT")
+    s.add_argument("--pool", required=True)
+    s.add_argument("-n", "--namespace", default=os.environ.get("IMAGEGEN_NAMESPACE", "default"))
+    s.add_argument("--tier", default="fast", help="tier, or comma-separated tiers taken in turn")
+    s.add_argument("--model", default=None, help="ImageModel name (default: the pool's first)")
+    s.add_argument("--seed", type=int, default=None, help="seed of the first request (N+i)")
+    s.add_argument("--size", default=None, help="WIDTHxHEIGHT, e.g. 64x64")
+    s.add_argument("--steps", type=int, default=None)
+    s.add_argument("--guidance", type=float, default=None)
+    s.add_argument("--sampler", default=None)
+    s.add_argument("--negative", default=None, help="negative prompt")
+    s.add_argument("--images", type=int, default=1, help="images per request")
+    s.add_argument("--format", default="png", choices=["png", "webp"])
+    s.add_argument("--count", type=int, default=None, help="requests (default: one per prompt)")
+    s.add_argument("--out", type=Path, default=None, help="download images into this folder")
+    s.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for results")
+    s.add_argument("--json", action="store_true", help="print results as JSON lines")
+    _endpoints(s)
+
+    st = sub.add_parser("status", help="show the job record of a request")
+    st.add_argument("request_id")
+    st.add_argument("--redis", default=os.environ.get(naming.ENV_REDIS_URL))
+
+    ns = parser.parse_args(argv)
+    if ns.command == "status":
+        return asyncio.run(_status(ns))
+    return asyncio.run(_submit(ns))
+
+
+def _endpoints(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bootstrap", default=os.environ.get(naming.ENV_KAFKA_BOOTSTRAP,
+                                                         "127.0.0.1:9092"))
+    p.add_argument("--redis", default=os.environ.get(naming.ENV_REDIS_URL))
+
+
+def build_requests(ns: argparse.Namespace) -> list[GenerationRequest]:
+    """The requests `submit` sends (pure: used by tests)."""
+    count = ns.count or len(ns.prompts)
+    tiers = [t.strip() for t in ns.tier.split(",") if t.strip()]
+    width = height = None
+    if ns.size:
+        w, _, h = ns.size.lower().partition("x")
+        width, height = int(w), int(h or w)
+    out = []
+    for i in range(count):
+        out.append(GenerationRequest(
+            request_id=new_request_id("cli"),
+            prompt=ns.prompts[i % len(ns.prompts)],
+            negative_prompt=ns.negative,
+            model=ns.model,
+            width=width,
+            height=height,
+            steps=ns.steps,
+            guidance=ns.guidance,
+            sampler=ns.sampler,
+            seed=None if ns.seed is None else ns.seed + i,
+            num_images=ns.images,
+            output_format=ns.format,
+            tier=tiers[i % len(tiers)],
+        ))
+    return out
+
+
+class ProgressBar:
+    """A one-line text bar on stderr, redrawn with \\r (only when stderr is a terminal)."""
+
+    def __init__(self, total: int, stream: object = sys.stderr) -> None:
+        self.total = total
+        self.stream = stream
+        self.started = time.monotonic()
+        self.live = bool(getattr(stream, "isatty", lambda: False)())
+        self._last = ""
+
+    def line(self, results: dict[str, GenerationResult]) -> str:
+        done = len(results)
+        cached = sum(1 for r in results.values() if r.cache_hit)
+        bad = sum(1 for r in results.values() if r.status != "succeeded")
+        filled = int(BAR_WIDTH * done / self.total) if self.total else BAR_WIDTH
+        bar = "#" * filled + "." * (BAR_WIDTH - filled)
+        return (f"[{bar}] {done}/{self.total} done, {cached} cached, {bad} not succeeded, "
+                f"{time.monotonic() - self.started:.1f}s")
+
+    def update(self, results: dict[str, GenerationResult]) -> None:
+        text = self.line(results)
+        if self.live and text != self._last:
+            print("\r" + text, end="", file=self.stream, flush=True)  # type: ignore[call-overload]
+            self._last = text
+
+    def finish(self, results: dict[str, GenerationResult]) -> None:
+        prefix = "\r" if self.live else ""
+        print(prefix + self.line(results), file=self.stream, flush=True)  # type: ignore[call-overload]
+
+
+def table(requests: Sequence[GenerationRequest], results: dict[str, GenerationResult]) -> str:
+    """The results table `submit` prints (pure: used by tests)."""
+    header = ("REQUEST", "TIER", "STATUS", "CACHE", "QUEUE_MS", "GEN_MS", "TOTAL_MS", "WORKER",
+              "OBJECT")
+    rows: list[tuple[str, ...]] = [header]
+    for req in requests:
+        r = results.get(req.request_id)
+        if r is None:
+            rows.append((req.request_id, req.tier or "", "timeout", "", "", "", "", "", ""))
+            continue
+        obj = r.images[0].key if r.images else (r.error.code if r.error else "")
+        if len(r.images) > 1:
+            obj += f" (+{len(r.images) - 1})"
+        rows.append((
+            r.request_id, r.tier or req.tier or "", r.status, "hit" if r.cache_hit else "-",
+            f"{r.timings.queue_ms:.0f}", f"{r.timings.generate_ms:.0f}",
+            f"{r.timings.total_ms:.0f}", r.worker or "", obj,
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+                     for row in rows)
+
+
+async def _submit(ns: argparse.Namespace) -> int:
+    requests = build_requests(ns)
+    bar = ProgressBar(len(requests))
+    async with ImagegenClient(ns.bootstrap, ns.namespace, ns.pool,
+                              redis_url=ns.redis) as client:
+        ids = await client.submit(requests)
+        results = await client.wait(ids, within=ns.timeout, progress=bar.update)
+        bar.finish(results)
+        if ns.json:
+            for rid in ids:
+                if rid in results:
+                    print(results[rid].model_dump_json(exclude_none=True))
+        else:
+            print(table(requests, results))
+        if ns.out is not None:
+            ok = [results[rid] for rid in ids if rid in results and results[rid].images]
+            paths = await client.download(ok, ns.out)
+            print(f"downloaded {len(paths)} images into {ns.out}", file=sys.stderr)
+    good = all(rid in results and results[rid].status == "succeeded" for rid in ids)
+    return 0 if good else 1
+
+
+async def _status(ns: argparse.Namespace) -> int:
+    if not ns.redis:
+        print(f"imagegen status: set --redis or {naming.ENV_REDIS_URL}", file=sys.stderr)
+        return 2
+    record = await read_status(ns.redis, ns.request_id)
+    if record is None:
+        print(f"no job record for {ns.request_id} (unknown, or expired)", file=sys.stderr)
+        return 1
+    print(json.dumps(record.model_dump(mode="json", exclude_none=True), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""Heartbeats: every heartbeat_seconds this worker writes its state into the pool's Redis hash
+(naming.workers_key, field = pod name, value = messages.Heartbeat JSON) for the operator to
+aggregate into the GenerationPool status. The field is removed on a clean exit; the hash expires
+on its own if every worker of the pool vanishes. Redis errors are logged and counted, never
+fatal: the operator treats a stale field (3 intervals) as a gone worker.
+
+`build` is pure (tested without Redis); `Heartbeater` runs the loop, started by `app`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import redis.asyncio as aioredis
+from imagegen_api.messages import Heartbeat, WorkerState
+
+from .aio import wait_event
+from .logs import fields
+from .metrics import WorkerMetrics
+from .stats import Snapshot
+
+log = logging.getLogger(__name__)
+
+
+def build(
+    *,
+    worker: str,
+    role: str | None,
+    state: WorkerState,
+    ready: bool,
+    models: list[str],
+    model_revision: str | None,
+    snapshot: Snapshot,
+    interval_seconds: float,
+    now: float,
+    started_at: float,
+) -> Heartbeat:
+    """The heartbeat value for this moment."""
+    return Heartbeat(
+        worker=worker,
+        role=role,
+        state=state,
+        ready=ready,
+        models=models,
+        model_revision=model_revision,
+        in_flight=snapshot.in_flight,
+        processed=snapshot.processed,
+        failed=snapshot.failed,
+        images_per_second=snapshot.images_per_second,
+        batch_seconds_p50=snapshot.batch_seconds_p50,
+        interval_seconds=interval_seconds,
+        updated_at=now,
+        started_at=started_at,
+    )
+
+
+def key_ttl_seconds(interval_seconds: float) -> int:
+    """TTL of the whole hash, refreshed by every beat of every worker: generous on purpose."""
+    return int(max(300, 20 * interval_seconds))
+
+
+class Heartbeater:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        key: str,
+        worker: str,
+        interval_seconds: float,
+        payload: Callable[[], Heartbeat],
+        metrics: WorkerMetrics,
+    ) -> None:
+        self.client = client
+        self.key = key
+        self.worker = worker
+        self.interval = interval_seconds
+        self.payload = payload
+        self.metrics = metrics
+        self._wake = asyncio.Event()
+        self._failing = False
+
+    def poke(self) -> None:
+        """Beat now (state changed) instead of at the next interval."""
+        self._wake.set()
+
+    async def beat_once(self) -> bool:
+        try:
+            value = self.payload().model_dump_json(exclude_none=True)
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.hset(self.key, self.worker, value)
+                pipe.expire(self.key, key_ttl_seconds(self.interval))
+                await pipe.execute()
+        except Exception as exc:  # Redis down: keep working, say so once
+            self.metrics.redis_errors.labels("heartbeat").inc()
+            if not self._failing:
+                log.warning("heartbeat write failed", extra=fields(error=repr(exc)))
+            self._failing = True
+            return False
+        if self._failing:
+            log.info("heartbeat writes recovered")
+        self._failing = False
+        return True
+
+    async def run(self) -> None:
+        while True:
+            await self.beat_once()
+            self._wake.clear()
+            await wait_event(self._wake, self.interval)
+
+    async def remove(self) -> None:
+        try:
+            await self.client.hdel(self.key, self.worker)
+        except Exception as exc:
+            log.warning("could not remove heartbeat", extra=fields(error=repr(exc)))

@@ -1,0 +1,79 @@
+"""Object storage (S3 API, boto3 in a thread): content-addressed uploads and presigned GET URLs.
+
+Objects live at <bucket>/<ns>/<pool>/<sha256 of the bytes>.<ext> (naming.object_key), so a
+retry or a second worker uploading the same bytes writes the same object. The bucket is created
+at start when missing. Credentials come from the standard AWS environment variables (set from the
+pool's credentials Secret). Used by the batch runner (upload) and `intake` (URLs for cache hits
+and replays).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import boto3
+from botocore.client import BaseClient
+from botocore.config import Config
+from botocore.exceptions import ClientError
+from imagegen_api import naming
+from imagegen_api.workerconfig import StorageSettings
+
+log = logging.getLogger(__name__)
+
+
+class ObjectStore:
+    def __init__(self, settings: StorageSettings, namespace: str, pool: str,
+                 client: BaseClient | None = None) -> None:
+        self.bucket = settings.bucket
+        self.url_ttl = settings.url_ttl_seconds
+        self.namespace = namespace
+        self.pool = pool
+        self.client = client or boto3.client(
+            "s3",
+            endpoint_url=settings.endpoint,
+            region_name=settings.region,
+            config=Config(
+                signature_version="s3v4",
+                s3={"addressing_style": "path"},
+                retries={"max_attempts": 3, "mode": "standard"},
+                connect_timeout=5,
+                read_timeout=30,
+                max_pool_connections=16,
+            ),
+        )
+
+    def key_for(self, sha256: str, ext: str) -> str:
+        return naming.object_key(self.namespace, self.pool, sha256, ext)
+
+    async def ensure_bucket(self) -> None:
+        await asyncio.to_thread(self._ensure_bucket)
+
+    def _ensure_bucket(self) -> None:
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+            return
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code not in ("404", "NoSuchBucket", "NotFound"):
+                raise
+        try:
+            self.client.create_bucket(Bucket=self.bucket)
+            log.info("created bucket %s", self.bucket)
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                raise
+
+    async def upload(self, key: str, data: bytes, content_type: str) -> None:
+        await asyncio.to_thread(
+            self.client.put_object, Bucket=self.bucket, Key=key, Body=data,
+            ContentType=content_type,
+        )
+
+    def presign(self, key: str) -> str:
+        """A GET URL valid for url_ttl_seconds (local signing, no network call)."""
+        url: str = self.client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=self.url_ttl
+        )
+        return url

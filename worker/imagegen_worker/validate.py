@@ -1,0 +1,276 @@
+"""Request validation: the bytes of one Kafka message → a fully resolved request or a rejection.
+
+Pure (no Kafka, Redis or torch): called by `intake` for every fetched message, before the cache
+and the scheduler. Model defaults are applied here, so everything downstream sees complete
+parameters. Every rejection names the offending field and the limit it broke; the caller turns it
+into a result (status rejected, expired or blocked) and commits the offset, so nothing is lost
+and nothing is retried.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+
+from imagegen_api.messages import ErrorInfo, GenerationRequest, ResultStatus
+from imagegen_api.specs import SAMPLERS
+from imagegen_api.workerconfig import WorkerConfig
+from pydantic import ValidationError
+
+OUTPUT_FORMATS: tuple[str, ...] = ("png", "webp")
+MIN_SIDE = 64
+SIDE_MULTIPLE = 8
+GUIDANCE_RANGE = (0.0, 50.0)  # the range ImageModel defaults accept (specs.GenerationDefaults)
+MAX_SEED = 2**63 - 1
+
+# (model name, text) → number of tokens the model's tokenizer produces.
+TokenCounter = Callable[[str, str], int]
+
+
+@dataclass(frozen=True)
+class ValidRequest:
+    """A request with every parameter resolved against the model defaults."""
+
+    request_id: str
+    model: str
+    prompt: str
+    negative_prompt: str
+    width: int
+    height: int
+    steps: int
+    guidance: float
+    sampler: str
+    seed: int | None  # None: unseeded, the worker draws a seed and does not cache
+    num_images: int
+    output_format: str
+    tier: str
+    submitted_at: float | None
+    deadline: float | None
+    webhook: str | None
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """Why a message is answered without generation."""
+
+    request_id: str
+    status: ResultStatus  # rejected | expired | blocked
+    error: ErrorInfo
+    tier: str
+    model: str | None = None
+
+
+Outcome = ValidRequest | Rejection
+
+
+def validate(
+    value: bytes | None,
+    *,
+    key: bytes | None,
+    tier: str,
+    config: WorkerConfig,
+    count_tokens: TokenCounter,
+    now: float,
+    fallback_id: str,
+) -> Outcome:
+    """Validate one message value.
+
+    `key` is the Kafka key (the request id by contract) and names the request when the body is
+    unreadable; `fallback_id` is used when neither does. `tier` is the tier of the topic the
+    message came from: it is the tier the request is scheduled and reported in.
+    """
+    key_id = _decode_key(key) or fallback_id
+
+    def reject(code: str, message: str, field: str | None, limit: str | None,
+               request_id: str | None = None, status: ResultStatus = "rejected",
+               model: str | None = None) -> Rejection:
+        return Rejection(
+            request_id=request_id or key_id,
+            status=status,
+            error=ErrorInfo(code=code, message=message, field=field, limit=limit),
+            tier=tier,
+            model=model,
+        )
+
+    # --- structure -----------------------------------------------------------------------------
+    if value is None:
+        return reject("invalid_json", "message has no value", None, "a JSON object")
+    try:
+        body = json.loads(value)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return reject("invalid_json", f"message is not valid JSON: {exc}", None, "a JSON object")
+    if not isinstance(body, dict):
+        return reject("invalid_json", "message must be a JSON object", None, "a JSON object")
+    body_id = body.get("request_id")
+    if isinstance(body_id, str) and 0 < len(body_id) <= 128:
+        key_id = body_id
+    try:
+        req = GenerationRequest.model_validate(body)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or None
+        if err["type"] == "missing":
+            return reject("missing_field", f"{field} is required", field, "required")
+        return reject("invalid_field", f"{field}: {err['msg']}", field, _type_limit(err))
+
+    rid = req.request_id
+
+    def fail(code: str, message: str, field: str, limit: str,
+             status: ResultStatus = "rejected", model: str | None = None) -> Rejection:
+        return reject(code, message, field, limit, request_id=rid, status=status, model=model)
+
+    if not req.prompt.strip():
+        return fail("missing_field", "prompt must not be empty", "prompt", "required")
+
+    # --- model and tier ------------------------------------------------------------------------
+    model_name = req.model or config.default_model
+    spec = config.model(model_name)
+    known = [m.name for m in config.models]
+    if spec is None:
+        return fail("unknown_model", f"model {model_name!r} is not served by pool "
+                    f"{config.pool}", "model", "one of: " + ", ".join(known))
+    tiers = [t.name for t in config.kafka.tiers]
+    if req.tier is not None and req.tier not in tiers:
+        return fail("unknown_tier", f"tier {req.tier!r} does not exist in pool {config.pool}",
+                    "tier", "one of: " + ", ".join(tiers), model=model_name)
+
+    # --- deadline ------------------------------------------------------------------------------
+    if req.deadline is not None and req.deadline <= now:
+        return fail("deadline_exceeded",
+                    f"deadline passed {now - req.deadline:.1f}s before the request was served",
+                    "deadline", "in the future", status="expired", model=model_name)
+
+    # --- parameters against the model ----------------------------------------------------------
+    d, lim = spec.defaults, spec.limits
+    width = d.width if req.width is None else req.width
+    height = d.height if req.height is None else req.height
+    for name, side in (("width", width), ("height", height)):
+        if side < MIN_SIDE:
+            return fail("invalid_field", f"{name} {side} is below {MIN_SIDE}", name,
+                        f">= {MIN_SIDE}", model=model_name)
+        if side % SIDE_MULTIPLE:
+            return fail("invalid_field", f"{name} {side} is not a multiple of {SIDE_MULTIPLE}",
+                        name, f"multiple of {SIDE_MULTIPLE}", model=model_name)
+    if width * height > lim.max_pixels:
+        return fail("limit_exceeded", f"{width}x{height} = {width * height} pixels exceeds the "
+                    f"model's limit of {lim.max_pixels}", "width,height",
+                    f"maxPixels={lim.max_pixels}", model=model_name)
+
+    steps = d.steps if req.steps is None else req.steps
+    if steps < 1:
+        return fail("invalid_field", f"steps {steps} must be at least 1", "steps", ">= 1",
+                    model=model_name)
+    if steps > lim.max_steps:
+        return fail("limit_exceeded", f"steps {steps} exceeds the model's limit of "
+                    f"{lim.max_steps}", "steps", f"maxSteps={lim.max_steps}", model=model_name)
+
+    guidance = d.guidance if req.guidance is None else req.guidance
+    lo, hi = GUIDANCE_RANGE
+    if not math.isfinite(guidance) or not lo <= guidance <= hi:
+        return fail("invalid_field", f"guidance {guidance} is outside [{lo:g}, {hi:g}]",
+                    "guidance", f"{lo:g}..{hi:g}", model=model_name)
+
+    sampler = d.sampler if req.sampler is None else req.sampler
+    if sampler not in SAMPLERS:
+        return fail("invalid_field", f"unknown sampler {sampler!r}", "sampler",
+                    "one of: " + ", ".join(SAMPLERS), model=model_name)
+
+    if req.num_images < 1:
+        return fail("invalid_field", f"num_images {req.num_images} must be at least 1",
+                    "num_images", ">= 1", model=model_name)
+    if req.num_images > lim.max_images_per_request:
+        return fail("limit_exceeded", f"num_images {req.num_images} exceeds the model's limit "
+                    f"of {lim.max_images_per_request}", "num_images",
+                    f"maxImagesPerRequest={lim.max_images_per_request}", model=model_name)
+
+    fmt = req.output_format.lower()
+    if fmt not in OUTPUT_FORMATS:
+        return fail("invalid_field", f"unknown output_format {req.output_format!r}",
+                    "output_format", "one of: " + ", ".join(OUTPUT_FORMATS), model=model_name)
+
+    if req.seed is not None and not 0 <= req.seed <= MAX_SEED:
+        return fail("invalid_field", f"seed {req.seed} is outside [0, 2^63-1]", "seed",
+                    "0..2^63-1", model=model_name)
+
+    negative = d.negative_prompt if req.negative_prompt is None else req.negative_prompt
+    for name, text in (("prompt", req.prompt), ("negative_prompt", negative)):
+        if not text:
+            continue
+        tokens = count_tokens(model_name, text)
+        if tokens > lim.max_prompt_tokens:
+            return fail("limit_exceeded", f"{name} is {tokens} tokens long, over the model's "
+                        f"limit of {lim.max_prompt_tokens}", name,
+                        f"maxPromptTokens={lim.max_prompt_tokens}", model=model_name)
+
+    # --- safety --------------------------------------------------------------------------------
+    if config.safety.enabled and config.safety.blocklist:
+        if blocklist_pattern(tuple(config.safety.blocklist)).search(req.prompt):
+            return fail("blocked", "prompt matches the pool's blocklist", "prompt",
+                        "safety.blocklist", status="blocked", model=model_name)
+
+    return ValidRequest(
+        request_id=rid,
+        model=model_name,
+        prompt=req.prompt,
+        negative_prompt=negative,
+        width=width,
+        height=height,
+        steps=steps,
+        guidance=float(guidance),
+        sampler=sampler,
+        seed=req.seed,
+        num_images=req.num_images,
+        output_format=fmt,
+        tier=tier,
+        submitted_at=req.submitted_at,
+        deadline=req.deadline,
+        webhook=req.webhook,
+    )
+
+
+@lru_cache(maxsize=16)
+def blocklist_pattern(terms: tuple[str, ...]) -> re.Pattern[str]:
+    """One case-insensitive regex matching any term as a whole word or phrase.
+
+    Whitespace inside a phrase matches any run of whitespace; a term never matches inside a
+    longer word ("cat" does not match "concatenate").
+    """
+    parts = [_phrase(t) for t in terms if t.strip()]
+    if not parts:
+        return re.compile(r"(?!x)x")  # matches nothing
+    return re.compile(r"(?<!\w)(?:" + "|".join(parts) + r")(?!\w)", re.IGNORECASE)
+
+
+def _phrase(term: str) -> str:
+    return r"\s+".join(re.escape(w) for w in term.split())
+
+
+def _decode_key(key: bytes | None) -> str | None:
+    if not key:
+        return None
+    try:
+        text = key.decode()
+    except UnicodeDecodeError:
+        return None
+    return text if 0 < len(text) <= 128 else None
+
+
+def _type_limit(err: object) -> str | None:
+    ctx = err.get("ctx") if isinstance(err, dict) else None
+    if isinstance(ctx, dict) and ctx:
+        return ", ".join(f"{k}={v}" for k, v in ctx.items())
+    etype = err.get("type") if isinstance(err, dict) else None
+    return str(etype) if etype else None
+
+
+def describe(outcomes: Iterable[Outcome]) -> dict[str, int]:
+    """Counts per status, for logs: {"accepted": 3, "rejected": 1}."""
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        name = "accepted" if isinstance(o, ValidRequest) else o.status
+        counts[name] = counts.get(name, 0) + 1
+    return counts
