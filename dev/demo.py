@@ -85,16 +85,21 @@ def pool_status() -> dict:  # type: ignore[type-arg]
     return json.loads(raw).get("status", {}) if raw else {}
 
 
-async def submit_and_watch(env: dict[str, str], count: int, out_dir: Path) -> None:
+async def submit_and_watch(env: dict[str, str], count: int, steps: int, out_dir: Path) -> None:
     from imagegen_api.messages import GenerationRequest
     from imagegen_worker.client import ImagegenClient, new_request_id
 
+    # Fresh seeds each run (so the images are generated, not served from the Redis cache),
+    # except the last few requests: repeats of the first ones, answered from the cache.
+    base = int(time.time()) % 1_000_000 * 1000
+    repeats = min(6, count // 10)
     requests = []
     for i in range(count):
+        j = i - (count - repeats) if i >= count - repeats else i
         tier = TIERS[i % len(TIERS)]
         requests.append(GenerationRequest(
-            request_id=new_request_id(f"demo-{tier}"), prompt=PROMPTS[i % len(PROMPTS)],
-            seed=1000 + (i % len(PROMPTS)), tier=tier, width=64, height=64, steps=4))
+            request_id=new_request_id(f"demo-{tier}"), prompt=PROMPTS[j % len(PROMPTS)],
+            seed=base + j, tier=TIERS[j % len(TIERS)], width=64, height=64, steps=steps))
     async with ImagegenClient(env["IMAGEGEN_KAFKA_BOOTSTRAP"], NAMESPACE, POOL,
                               redis_url=env["IMAGEGEN_REDIS_URL"]) as client:
         ids = await client.submit(requests)
@@ -129,10 +134,11 @@ async def submit_and_watch(env: dict[str, str], count: int, out_dir: Path) -> No
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--count", type=int, default=36, help="prompts to submit")
+    parser.add_argument("--count", type=int, default=60, help="prompts to submit")
+    parser.add_argument("--steps", type=int, default=12, help="denoising steps per image")
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "demo")
     args = parser.parse_args()
-    total = 6
+    total = 7
     step(1, total, "Local stack (Kubernetes control plane + KWOK GPU nodes, Kafka, Redis, MinIO)")
     env = stack_env()
     print(subprocess.run([str(ROOT / "dev" / "stack"), "status"], capture_output=True,
@@ -152,6 +158,14 @@ def main() -> None:
                      "--dry-run=client", "-o", "yaml")
     subprocess.run(["kubectl", "apply", "-f", "-"], input=secret, text=True, check=True,
                    capture_output=True)
+    # A fresh pool each run, so the scaling below starts from the warm minimum.
+    if kubectl("get", "gp", POOL, "-n", NAMESPACE, check=False):
+        print(f"  removing the previous demo's pool {POOL} (its children go with it)")
+        kubectl("delete", "gp", POOL, "-n", NAMESPACE, "--wait=true", "--timeout=90s",
+                check=False)
+        wait_for("the previous demo's worker pods to stop",
+                 lambda: not kubectl("get", "pods", "-n", NAMESPACE, "-o", "name",
+                                     check=False).strip(), timeout=120)
     for name in ("tiny-model.yaml", "tiny-pool.yaml"):
         print(kubectl("apply", "-n", NAMESPACE, "-f", str(ROOT / "manifests" / "examples" / name)))
 
@@ -161,13 +175,37 @@ def main() -> None:
     print(kubectl("get", "imagegen", "-n", NAMESPACE))
 
     step(5, total, f"Submit {args.count} prompts across tiers {', '.join(TIERS)}; the pool scales")
-    asyncio.run(submit_and_watch(env, args.count, args.out))
+    asyncio.run(submit_and_watch(env, args.count, args.steps, args.out))
 
-    step(6, total, "What a platform engineer sees")
+    step(6, total, "Queue drained: cold goes back to zero, warm to its minimum after the "
+                   "down window")
+    watch_scale_down()
+
+    step(7, total, "What a platform engineer sees")
     print(kubectl("get", "imagegen", "-n", NAMESPACE, "-o", "wide"))
     print(kubectl("describe", "gp", POOL, "-n", NAMESPACE))
-    print("The pool keeps running: watch it scale back down with "
-          f"`kubectl get gp -n {NAMESPACE} -w` (after `eval \"$(dev/stack env)\"`).")
+    uid = json.loads(kubectl("get", "gp", POOL, "-n", NAMESPACE, "-o", "json"))["metadata"]["uid"]
+    print(kubectl("get", "events", "-n", NAMESPACE, "--field-selector",
+                  f"involvedObject.uid={uid}", "--sort-by=.lastTimestamp"))
+    print(f"Images: {args.out}/ (contact sheet: {args.out}/contact-sheet.png). The pool keeps "
+          f"running: `eval \"$(dev/stack env)\"; kubectl get gp -n {NAMESPACE} -w`.")
+
+
+def watch_scale_down(limit_s: float = 120.0) -> None:
+    started = time.monotonic()
+    print(f"  {'t':>5}  {'READY':<6} {'WARM':>4} {'COLD':>4} {'QUEUE':>5}  LAST SCALE REASON")
+    while time.monotonic() - started < limit_s:
+        st = pool_status()
+        warm, cold = st.get("warm", {}), st.get("cold", {})
+        print(f"  {time.monotonic() - started:4.0f}s  {st.get('ready', '?'):<6} "
+              f"{warm.get('desired', '?'):>4} {cold.get('desired', '?'):>4} "
+              f"{st.get('queue', {}).get('lag', '?'):>5}  {st.get('lastScaleReason', '')[:90]}",
+              flush=True)
+        if warm.get("desired") == 1 and cold.get("desired") == 0 and warm.get("ready") == 1 \
+                and cold.get("replicas") == 0:
+            return
+        time.sleep(3)
+    print("  (still scaling down; the down window is 20 s after the last busy poll)")
 
 
 if __name__ == "__main__":
