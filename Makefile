@@ -24,6 +24,7 @@ lint:
 	.venv/bin/mypy api operator
 	.venv/bin/lint-imports
 	$(PY) -m imagegen_operator.crdgen --check
+	$(PY) -m imagegen_operator.docgen --check
 
 unit:
 	$(PY) -m pytest tests/unit -q -p no:cacheprovider

@@ -102,11 +102,18 @@ async def model_changed(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any)
     await _model_pass(body, memo, logger)
 
 
-@kopf.timer(*MODELS, interval=10.0, initial_delay=2.0)
+@kopf.timer(*MODELS, interval=1.0, initial_delay=2.0)
 async def model_tick(body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, logger: Any,
                      **_: Any) -> None:
-    if not meta.get("deletionTimestamp"):
-        await _model_pass(body, memo, logger)
+    """Refreshes prefetch progress and usedBy every IMAGEGEN_MODEL_POLL_SECONDS (default 10)."""
+    if meta.get("deletionTimestamp"):
+        return
+    now = time.monotonic()
+    last = memo.get("model_polled_at")
+    if isinstance(last, float) and now - last < _runtime(memo).config.model_poll_seconds:
+        return
+    memo["model_polled_at"] = now
+    await _model_pass(body, memo, logger)
 
 
 @kopf.on.delete(*MODELS)

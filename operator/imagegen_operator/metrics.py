@@ -50,3 +50,12 @@ class OperatorMetrics:
             self.pool_throughput.remove(namespace, pool)
         except KeyError:
             pass
+        # Per-tier lag series of this pool, whatever its tiers were.
+        for metric in self.pool_lag.collect():
+            for sample in metric.samples:
+                labels = sample.labels
+                if labels.get("namespace") == namespace and labels.get("pool") == pool:
+                    try:
+                        self.pool_lag.remove(namespace, pool, labels["tier"])
+                    except KeyError:
+                        pass
