@@ -203,3 +203,19 @@ def test_operator_metrics(kubectl: Kubectl, operator: OperatorProcess, model_ns:
 
 def test_unique_helper_is_random() -> None:
     assert unique("a") != unique("a")
+
+
+def test_pending_pods_waiting_for_gpus_are_not_failures(kubectl: Kubectl, model_ns: str) -> None:
+    """Workers asking for more GPUs than any node has stay Pending: the pool says it waits for
+    capacity (as while a cluster autoscaler adds nodes), is not Degraded, keeps its replicas."""
+    ns, pool = model_ns, "big"
+    kubectl("apply", "-n", ns, "-f", "-", input=gpu_pool(pool, extra="  gpu: {count: 16}"))
+
+    def waiting() -> dict[str, Any]:
+        st = status(kubectl, ns, pool)
+        return st if "Pending for a node" in condition(st, "Ready").get("message", "") else {}
+    st = wait_for(waiting, 40, "Ready=False naming the Pending pods")
+    assert isinstance(st, dict)
+    assert condition(st, "Ready")["reason"] == "WaitingForWorkers"
+    assert condition(st, "Degraded")["status"] == "False"
+    assert st["warm"]["desired"] == 1
