@@ -43,6 +43,9 @@ class PoolMemory:
     last_poll: float = 0.0
     last_generation: int | None = None
     last_lag: LagSnapshot | None = None
+    # Failures already announced by an Event: a Warning on the first failure, not every poll.
+    lag_failing: bool = False
+    kafka_failing: bool = False
 
 
 @dataclass(frozen=True)
@@ -169,9 +172,12 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], mem: PoolMemory,
                 mem.topics_ensured = key
                 for action in actions:
                     result.events.append(PassEvent("Normal", "TopicsReady", action))
+                mem.kafka_failing = False
             except KafkaUnavailable as err:
                 problems.append(str(err))
-                result.events.append(PassEvent("Warning", "KafkaUnavailable", str(err)))
+                if not mem.kafka_failing:
+                    result.events.append(PassEvent("Warning", "KafkaUnavailable", str(err)))
+                mem.kafka_failing = True
         if poll:
             try:
                 lag = await rt.lag(bootstrap).read(
@@ -246,9 +252,14 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], mem: PoolMemory,
             "Normal", "Scaled",
             f"warm {observed.warm_replicas}→{decision.warm}, cold {observed.cold_replicas}→"
             f"{decision.cold}: {decision.reason}"))
-    if decision is not None and decision.held and lag_error and poll:
+    if poll and lag_error and not mem.lag_failing:
         result.events.append(PassEvent("Warning", "QueueMetricsUnavailable",
                                        f"holding replicas: {lag_error}"))
+    elif poll and not lag_error and mem.lag_failing:
+        result.events.append(PassEvent("Normal", "QueueMetricsRestored",
+                                       "consumer lag readable again; autoscaling resumed"))
+    if poll:
+        mem.lag_failing = lag_error is not None
 
     obs = PoolObservation(
         generation=generation,
