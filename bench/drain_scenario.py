@@ -12,6 +12,7 @@ import asyncio
 import json
 import subprocess
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -104,9 +105,11 @@ async def run(*, kubectl: str, bootstrap: str, namespace: str, pool: str, count:
 
     tiers = naming.DEFAULT_TIERS
     run_ = DrainRun(submitted=count)
+    # Run-unique prompts: the Redis cache outlives runs, and the scenario needs real work.
+    run_tag = uuid.uuid4().hex[:8]
     requests = [
         GenerationRequest(request_id=new_request_id(f"drain-{tiers[i % 3]}"),
-                          prompt=f"scenario prompt {i}", seed=i, tier=tiers[i % 3],
+                          prompt=f"scenario prompt {i} {run_tag}", seed=i, tier=tiers[i % 3],
                           width=64, height=64, steps=steps)
         for i in range(count)
     ]

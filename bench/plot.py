@@ -40,7 +40,7 @@ def line_chart(
     for i in range(5):  # grid + tick labels
         y = top + (h - top - bottom) * i / 4
         d.line([left, y, w - right, y], fill="#eee")
-        d.text((8, y - 6), f"{left_max * (4 - i) / 4:.0f}", fill="black")
+        d.text((8, y - 6), f"{left_max * (4 - i) / 4:g}", fill="black")
         if right_axis:
             d.text((w - right + 6, y - 6), f"{right_max * (4 - i) / 4:.0f}", fill="black")
         x = left + (w - left - right) * i / 4

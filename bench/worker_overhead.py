@@ -177,12 +177,16 @@ async def main(n: int, as_json: bool) -> None:
             warm = [GenerationRequest(request_id=new_request_id("warm"), prompt="warm up",
                                       tier="turbo") for _ in range(5)]
             await one_by_one(client, warm)
+            # A run-unique prompt: the Redis cache outlives runs, and "generated" must generate.
+            run_tag = uuid.uuid4().hex[:8]
             generated = await one_by_one(client, [
-                GenerationRequest(request_id=new_request_id("gen"), prompt=f"a fox {i}",
-                                  seed=i, tier="turbo") for i in range(n)])
+                GenerationRequest(request_id=new_request_id("gen"),
+                                  prompt=f"a fox {i} {run_tag}", seed=i, tier="turbo")
+                for i in range(n)])
             hits = await one_by_one(client, [
-                GenerationRequest(request_id=new_request_id("hit"), prompt=f"a fox {i}",
-                                  seed=i, tier="turbo") for i in range(n)])
+                GenerationRequest(request_id=new_request_id("hit"),
+                                  prompt=f"a fox {i} {run_tag}", seed=i, tier="turbo")
+                for i in range(n)])
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from typing import Any
 
 import kopf
@@ -53,6 +54,9 @@ def run(config: OperatorConfig) -> None:
         namespaces=namespaces,
         standalone=config.standalone,
         peering_name=None if config.standalone else config.peering_name,
+        # Kopf pauses every operator of equal priority once they see each other: a random
+        # priority per replica makes exactly one (the highest) active, the others standby.
+        priority=None if config.standalone else secrets.randbelow(1_000_000) + 1,
         liveness_endpoint=f"http://0.0.0.0:{config.health_port}/healthz",
         memo=kopf.Memo(runtime=Runtime(config=config)),
     )
