@@ -53,22 +53,39 @@ def kubectl(*args: str, check: bool = True, capture: bool = True) -> str:
     return proc.stdout if capture else ""
 
 
-def start_operator(state_dir: Path) -> subprocess.Popen[bytes]:
-    """The operator as a local process with the admin kubeconfig (the chart path is tested
-    separately by tests/integration/test_install.py)."""
-    log = (state_dir / "logs" / "operator-demo.log").open("ab")
+OPERATOR_NAMESPACE = "imagegen-system"
+
+
+def install_operator(env: dict[str, str], state_dir: Path) -> None:
+    """`helm upgrade --install` of charts/imagegen-operator, as on a real cluster: two replicas
+    with Kopf peering, the chart's ServiceAccount and RBAC. The pod label hands the operator pods
+    to the local pod runner, which runs each as a local process with its ServiceAccount token."""
+    _stop_old_local_operator(state_dir)
+    helm = str(Path(env["IMAGEGEN_STATE"]) / "bin" / "helm")
+    args = [helm, "upgrade", "--install", "imagegen", str(ROOT / "charts" / "imagegen-operator"),
+            "-n", OPERATOR_NAMESPACE, "--create-namespace", "--wait", "--timeout", "180s",
+            "--set", "podLabels.imagegen\\.dev/local-runner=true",
+            # Local processes share the host's ports: let each replica pick a free metrics port.
+            "--set", "ports.metrics=0",
+            "--set", f"kafka.bootstrapServers={env['IMAGEGEN_KAFKA_BOOTSTRAP']}",
+            "--set", f"redis.url={env['IMAGEGEN_REDIS_URL']}",
+            "--set", f"s3.endpoint={env['IMAGEGEN_S3_ENDPOINT']}"]
+    proc = subprocess.run(args, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"helm install failed:\n{proc.stdout}\n{proc.stderr}")
+    print(kubectl("get", "deploy,pods", "-n", OPERATOR_NAMESPACE, "-o", "wide"))
+
+
+def _stop_old_local_operator(state_dir: Path) -> None:
+    """Earlier versions of this demo ran the operator as a bare local process: stop it."""
     pidfile = state_dir / "operator-demo.pid"
-    if pidfile.exists():  # a previous demo's operator: replace it
+    if pidfile.exists():
         try:
             os.killpg(int(pidfile.read_text()), signal.SIGTERM)
             time.sleep(2)
         except (ProcessLookupError, ValueError, PermissionError):
             pass
-    proc = subprocess.Popen([sys.executable, "-m", "imagegen_operator"], stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**os.environ, "IMAGEGEN_OPERATOR_STANDALONE": "1"})
-    pidfile.write_text(str(proc.pid))
-    return proc
+        pidfile.unlink(missing_ok=True)
 
 
 def wait_for(what: str, check: callable, timeout: float, every: float = 2.0) -> None:  # type: ignore[valid-type]
@@ -145,10 +162,12 @@ def main() -> None:
                          text=True).stdout)
     state_dir = Path(env["IMAGEGEN_STATE"])
 
-    step(2, total, "Install the CRDs and start the operator")
-    print(kubectl("apply", "--server-side", "-f", str(ROOT / "crds")))
-    start_operator(state_dir)
-    print(f"  operator running (log: {state_dir}/logs/operator-demo.log)")
+    step(2, total, "Install the operator with Helm (RBAC, 2 replicas with peering)")
+    # Helm installs crds/ only on first install and never upgrades them: apply them first, as
+    # the README says to on upgrades.
+    print(kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds")))
+    install_operator(env, state_dir)
+    print(f"  operator logs: {state_dir}/logs/pods/{OPERATOR_NAMESPACE}_*.log")
 
     step(3, total, f"Apply the tiny example model and pool in namespace {NAMESPACE}")
     kubectl("create", "namespace", NAMESPACE, check=False)

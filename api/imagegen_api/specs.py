@@ -377,6 +377,8 @@ class QueueStatus(KubeModel):
     lag: int = 0
     lag_by_tier: dict[str, int] = Field(default_factory=dict)
     partitions: int = 0
+    # Partitions whose backlog has not moved for a while although workers are ready.
+    stalled_partitions: list[str] = Field(default_factory=list)
 
 
 class GenerationPoolStatus(KubeModel):

@@ -25,7 +25,7 @@ from .k8s import KubeError
 from .kafka_topics import KafkaUnavailable
 from .runtime import Runtime
 from .scaling.kafka_lag import LagUnavailable
-from .scaling.lag import LagSnapshot
+from .scaling.lag import LagSnapshot, stalled_for, track_stalls
 from .scaling.policy import Decision, Observed, ScalerState, decide
 from .status import PoolObservation, QueueObservation, RoleObservation, pool_status
 
@@ -46,6 +46,9 @@ class PoolMemory:
     # Failures already announced by an Event: a Warning on the first failure, not every poll.
     lag_failing: bool = False
     kafka_failing: bool = False
+    # Partitions with a backlog: (committed offset, since when it has not moved).
+    stalls: dict[tuple[str, int], tuple[int | None, float]] = field(default_factory=dict)
+    stalled_reported: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -208,6 +211,26 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], mem: PoolMemory,
     warm_obs = _role(deps[naming.ROLE_WARM], pending[naming.ROLE_WARM])
     cold_obs = _role(deps[naming.ROLE_COLD], pending[naming.ROLE_COLD])
 
+    # A backlog that does not move while workers are ready: say so (not while none is ready:
+    # then the pool is waiting for workers, which the Ready condition already tells).
+    stalled: list[str] = []
+    if poll and lag is not None and lag_error is None:
+        mem.stalls = track_stalls(mem.stalls, lag, now)
+        if warm_obs.ready + cold_obs.ready > 0:
+            stalled = stalled_for(mem.stalls, lag, now)
+        else:
+            mem.stalls = {}
+    if stalled:
+        names = tuple(line.split(" ", 1)[0] for line in stalled)
+        if names != mem.stalled_reported:
+            result.events.append(PassEvent(
+                "Warning", "PartitionStalled",
+                "committed offsets not moving while workers are ready (hung worker or a batch "
+                "far slower than expected): " + ", ".join(stalled)))
+        mem.stalled_reported = names
+    elif poll:
+        mem.stalled_reported = ()
+
     observed = Observed(
         warm_replicas=(warm_obs.desired if deps[naming.ROLE_WARM] is not None
                        else spec.warm.min_replicas),
@@ -275,6 +298,7 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], mem: PoolMemory,
         scaled=scaled,
         scale_reason=decision.reason if decision else None,
         scaling_held=bool(decision and decision.held),
+        stalled=stalled,
     )
     new_status = pool_status(spec, obs, old_status, datetime.now(UTC))
     await rt.kube.patch_status(naming.API_VERSION, naming.GENERATIONPOOL_KIND, namespace, name,

@@ -65,6 +65,8 @@ class PoolObservation:
     scaled: bool = False
     scale_reason: str | None = None
     scaling_held: bool = False
+    # Partitions whose backlog does not move while workers are ready (readable lines).
+    stalled: Sequence[str] = ()
 
 
 def merge_conditions(old: Iterable[Condition], new: Iterable[Condition],
@@ -137,7 +139,11 @@ def pool_status(spec: GenerationPoolSpec, obs: PoolObservation, old: GenerationP
 
     if obs.problems:
         conditions.append(_cond(DEGRADED, "True", "ReconcileProblem",
-                                "; ".join(obs.problems), gen))
+                                "; ".join([*obs.problems, *obs.stalled]), gen))
+    elif obs.stalled:
+        conditions.append(_cond(DEGRADED, "True", "PartitionStalled",
+                                "no progress while workers are ready: " + ", ".join(obs.stalled),
+                                gen))
     else:
         conditions.append(_cond(DEGRADED, "False", "AsExpected", "no known problems", gen))
 
@@ -155,7 +161,7 @@ def pool_status(spec: GenerationPoolSpec, obs: PoolObservation, old: GenerationP
         cold=RolePoolStatus(desired=obs.cold.desired, replicas=obs.cold.replicas,
                             ready=obs.cold.ready),
         queue=QueueStatus(lag=sum(lag_by_tier.values()), lag_by_tier=dict(lag_by_tier),
-                          partitions=partitions),
+                          partitions=partitions, stalled_partitions=list(obs.stalled)),
         throughput=rate,
         busy_workers=busy,
         last_scale_time=iso(now) if obs.scaled else old.last_scale_time,

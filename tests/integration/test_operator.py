@@ -61,14 +61,16 @@ def model_ns(kubectl: Kubectl, operator: OperatorProcess, k8s_namespace: str) ->
     return k8s_namespace
 
 
-async def produce(stack: StackEnv, topic: str, count: int) -> None:
+async def produce(stack: StackEnv, topic: str, count: int, partitions: int = 4) -> None:
+    """`count` messages spread evenly over the partitions (no key skew: the policy caps the
+    workers at the partitions that hold a backlog)."""
     producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap)
     await producer.start()
     try:
         for i in range(count):
             await producer.send_and_wait(topic, json.dumps({"request_id": f"r{i}",
                                                             "prompt": "x"}).encode(),
-                                         key=f"r{i}".encode())
+                                         key=f"r{i}".encode(), partition=i % partitions)
     finally:
         await producer.stop()
 

@@ -50,6 +50,12 @@ class LagSnapshot:
     def by_tier(self) -> dict[str, int]:
         return {t.tier: t.lag for t in self.tiers}
 
+    @property
+    def lagging_partitions(self) -> int:
+        """Partitions holding a backlog; 0 when per-partition detail is absent. Each partition is
+        read by one consumer at a time, so more workers than this cannot help (skew)."""
+        return sum(1 for p in self.partitions if p.lag > 0)
+
     def describe(self) -> str:
         """``37 (turbo 30, fast 7, relax 0)`` for reasons and messages."""
         parts = ", ".join(f"{t.tier} {t.lag}" for t in self.tiers)
@@ -134,3 +140,39 @@ def stalled(
         elif p.lag > 0 and before.lag > 0:
             candidates.append(p)
     return candidates if moved else []
+
+
+# A backlog whose committed offset has not moved for this long while workers are ready is
+# reported: a hung worker or a batch far slower than expected (poison messages go to the
+# dead-letter topic after maxAttempts, so they do not stall a partition forever).
+STALL_SECONDS = 120.0
+
+
+def track_stalls(
+    since: Mapping[TopicPartition, tuple[int | None, float]],
+    current: LagSnapshot,
+    now: float,
+) -> dict[TopicPartition, tuple[int | None, float]]:
+    """(committed offset, first seen at) of every partition with a backlog, carried over while
+    the committed offset stays the same; a partition that moved or drained starts again."""
+    out: dict[TopicPartition, tuple[int | None, float]] = {}
+    for p in current.partitions:
+        if p.lag <= 0:
+            continue
+        key = (p.topic, p.partition)
+        before = since.get(key)
+        out[key] = before if before is not None and before[0] == p.committed else (
+            p.committed, now)
+    return out
+
+
+def stalled_for(
+    since: Mapping[TopicPartition, tuple[int | None, float]], current: LagSnapshot, now: float,
+    threshold: float = STALL_SECONDS,
+) -> list[str]:
+    """Readable lines for partitions stuck at least `threshold` seconds (oldest first)."""
+    lag = {(p.topic, p.partition): p.lag for p in current.partitions}
+    stuck = sorted(((now - at, key) for key, (_, at) in since.items() if now - at >= threshold),
+                   reverse=True)
+    return [f"{topic}:{part} (lag {lag.get((topic, part), 0)}, no progress for {age:.0f}s)"
+            for age, (topic, part) in stuck]

@@ -6,8 +6,9 @@ Order of the rules:
 1. desired workers from the lag: ``ceil(lag / targetLagPerWorker)`` (target mode), or in SLO mode
    (``targetWaitSeconds`` set and a measured per-worker throughput) enough workers to drain the
    backlog within that time: ``ceil(lag / (throughput_per_worker * targetWaitSeconds))``;
-2. capped at the partition count of the busiest tier (idle consumers help nobody), unless
-   ``allowIdleConsumers``;
+2. capped at the partition count of the busiest tier (idle consumers help nobody), or lower at
+   the number of partitions that hold a backlog when keys are skewed (one consumer per
+   partition), unless ``allowIdleConsumers``;
 3. stabilized like the HPA: scale up to the lowest recommendation of the up window, scale down to
    the highest recommendation of the down window;
 4. split warm first (never below ``warm.minReplicas``, at most ``warm.maxReplicas``), the overflow
@@ -91,10 +92,18 @@ def decide(
 
     rec = raw
     cap = lag.busiest_tier_partitions
+    lagging = lag.lagging_partitions
+    skewed = 0 < lagging < cap
+    if skewed:
+        cap = lagging
     capped = not auto.allow_idle_consumers and cap > 0 and raw > cap
     if capped:
         rec = cap
-        notes.append(f"capped at {cap} partitions (busiest tier; allowIdleConsumers is off)")
+        if skewed:
+            notes.append(f"capped at {cap} partitions (only {lagging} partitions hold the "
+                         "backlog: skewed keys; allowIdleConsumers is off)")
+        else:
+            notes.append(f"capped at {cap} partitions (busiest tier; allowIdleConsumers is off)")
 
     # No memory (fresh operator): the current replicas count as a recommendation made now, so a
     # restart never scales down before a full down window has passed.

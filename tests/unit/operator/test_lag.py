@@ -138,3 +138,30 @@ def test_stalled_ignores_new_partitions() -> None:
     prev = _parts([10], [90])
     cur = [*_parts([20], [80]), PartitionLag("t", 1, 5, None, 5)]
     assert stalled(prev, cur) == []
+
+
+def test_track_stalls_and_report_after_the_threshold() -> None:
+    from imagegen_operator.scaling.lag import compute_lag, stalled_for, track_stalls
+
+    topic = "imagegen.ns.p.turbo"
+
+    def snap(committed: list[int], end: list[int]) -> object:
+        return compute_lag({"turbo": topic}, {(topic, i): e for i, e in enumerate(end)},
+                           {(topic, i): c for i, c in enumerate(committed)},
+                           {(topic, i): 0 for i in range(len(end))})
+
+    s0 = snap([0, 0], [10, 10])
+    since = track_stalls({}, s0, now=0.0)  # type: ignore[arg-type]
+    # Partition 1 moves, partition 0 does not.
+    s1 = snap([0, 5], [10, 10])
+    since = track_stalls(since, s1, now=60.0)  # type: ignore[arg-type]
+    assert stalled_for(since, s1, now=60.0) == []  # type: ignore[arg-type]
+    s2 = snap([0, 9], [10, 10])
+    since = track_stalls(since, s2, now=130.0)  # type: ignore[arg-type]
+    assert stalled_for(since, s2, now=130.0) == [  # type: ignore[arg-type]
+        f"{topic}:0 (lag 10, no progress for 130s)"]
+    # It moves: the clock starts again; drained partitions are forgotten.
+    s3 = snap([1, 10], [10, 10])
+    since = track_stalls(since, s3, now=140.0)  # type: ignore[arg-type]
+    assert stalled_for(since, s3, now=140.0) == []  # type: ignore[arg-type]
+    assert list(since) == [(topic, 0)]

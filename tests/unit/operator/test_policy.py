@@ -358,3 +358,41 @@ def test_changed_and_last_scale_at() -> None:
     assert d.changed and d.state.last_scale_at == 42
     same = decide(spec(), lag(8), obs(warm=4), d.state, now=50)
     assert not same.changed and same.state.last_scale_at == 42
+
+
+# --- skewed keys: only partitions holding a backlog can use a consumer -----------------------
+
+
+def skewed(lags: list[int]) -> LagSnapshot:
+    """One tier whose partitions hold `lags` (per-partition detail present)."""
+    from imagegen_operator.scaling.lag import compute_lag
+
+    topic = "imagegen.ns.p.turbo"
+    end = {(topic, i): v for i, v in enumerate(lags)}
+    committed: dict[tuple[str, int], int | None] = {(topic, i): 0 for i in range(len(lags))}
+    begin = {(topic, i): 0 for i in range(len(lags))}
+    return compute_lag({"turbo": topic}, end, committed, begin)
+
+
+@pytest.mark.parametrize(
+    ("lags", "total", "note"),
+    [
+        ([40, 0, 0, 0, 0, 0], 1, "only 1 partitions hold the backlog"),  # one hot key
+        ([20, 20, 0, 0, 0, 0], 2, "only 2 partitions hold the backlog"),
+        ([10, 10, 10, 10, 10, 10], 6, "capped at 6 partitions (busiest tier"),
+    ],
+)
+def test_skewed_partitions_cap_at_the_lagging_ones(lags: list[int], total: int,
+                                                   note: str) -> None:
+    pool = spec(warm={"minReplicas": 0, "maxReplicas": 8})
+    d = decide(pool, skewed(lags), obs(warm=0), FRESH, now=0.0)
+    assert d.total == total
+    assert d.capped
+    assert note in d.reason
+
+
+def test_skew_cap_lifted_by_allow_idle_consumers() -> None:
+    pool = spec(warm={"minReplicas": 0, "maxReplicas": 8},
+                autoscaling={"allowIdleConsumers": True})
+    d = decide(pool, skewed([40, 0, 0, 0]), obs(warm=0), FRESH, now=0.0)
+    assert d.total == 16 and not d.capped  # warm 8 + cold 8: the maxima, not the partitions

@@ -53,6 +53,8 @@ def test_columns() -> None:
     ({"problems": ["ImageModel 'x' not found"]}, "Ready", ("False", "Degraded")),
     ({"problems": ["ImageModel 'x' not found"]}, "Degraded", ("True", "ReconcileProblem")),
     ({}, "Degraded", ("False", "AsExpected")),
+    ({"stalled": ["t:0 (lag 3, no progress for 130s)"]}, "Degraded", ("True", "PartitionStalled")),
+    ({"stalled": ["t:0 (lag 3, no progress for 130s)"]}, "Ready", ("True", "WorkersReady")),
     ({"queue": QueueObservation(error="Kafka down")}, "QueueMetricsAvailable",
      ("False", "LagUnavailable")),
     ({}, "QueueMetricsAvailable", ("True", "LagRead")),
