@@ -62,7 +62,8 @@ def install_operator(env: dict[str, str], state_dir: Path) -> None:
     to the local pod runner, which runs each as a local process with its ServiceAccount token."""
     _stop_old_local_operator(state_dir)
     helm = str(Path(env["IMAGEGEN_STATE"]) / "bin" / "helm")
-    args = [helm, "upgrade", "--install", "imagegen", str(ROOT / "charts" / "imagegen-operator"),
+    chart = str(ROOT / "charts" / "imagegen-operator")
+    args = [helm, "upgrade", "--install", "imagegen-operator", chart,
             "-n", OPERATOR_NAMESPACE, "--create-namespace", "--wait", "--timeout", "180s",
             "--set", "podLabels.imagegen\\.dev/local-runner=true",
             # Local processes share the host's ports: let each replica pick a free metrics port.

@@ -271,10 +271,11 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], mem: PoolMemory,
             if before != after:
                 direction = "up" if after > before else "down"
                 rt.metrics.scale_events.labels(namespace, name, role, direction).inc()
-        result.events.append(PassEvent(
-            "Normal", "Scaled",
-            f"warm {observed.warm_replicas}→{decision.warm}, cold {observed.cold_replicas}→"
-            f"{decision.cold}: {decision.reason}"))
+        moves = [f"{role} {before}→{after}" for role, before, after in (
+            (naming.ROLE_WARM, observed.warm_replicas, decision.warm),
+            (naming.ROLE_COLD, observed.cold_replicas, decision.cold)) if before != after]
+        result.events.append(PassEvent("Normal", "Scaled",
+                                       f"{', '.join(moves)}: {decision.reason}"))
     if poll and lag_error and not mem.lag_failing:
         result.events.append(PassEvent("Warning", "QueueMetricsUnavailable",
                                        f"holding replicas: {lag_error}"))
