@@ -20,7 +20,7 @@ stack-down:
 	dev/stack down
 
 lint:
-	.venv/bin/ruff check api operator worker tests dev bench
+	.venv/bin/ruff check api operator worker tests dev dev/stack bench
 	.venv/bin/mypy api operator
 	.venv/bin/lint-imports
 	$(PY) -m imagegen_operator.crdgen --check
