@@ -141,6 +141,14 @@ class Kube:
                          _path(api_version, kind, namespace, name),
                          body={"propagationPolicy": "Background"})
 
+    async def annotate(self, api_version: str, kind: str, namespace: str, name: str,
+                       annotations: dict[str, str]) -> None:
+        """Merge-patch metadata.annotations; a missing object is not an error."""
+        await self._call(f"annotate {kind} {namespace}/{name}", "PATCH",
+                         _path(api_version, kind, namespace, name),
+                         body={"metadata": {"annotations": annotations}},
+                         content_type="application/merge-patch+json")
+
     async def patch_status(self, api_version: str, kind: str, namespace: str, name: str,
                            status: Obj) -> Obj | None:
         """Merge-patch the status subresource; None when the object is gone."""

@@ -24,6 +24,7 @@ from . import builders
 from .k8s import KubeError
 from .kafka_topics import KafkaUnavailable
 from .runtime import Runtime
+from .scaling.drain_order import DELETION_COST, WorkerPod, deletion_costs
 from .scaling.kafka_lag import LagUnavailable
 from .scaling.lag import LagSnapshot, stalled_for, track_stalls
 from .scaling.policy import Decision, Observed, ScalerState, decide
@@ -248,6 +249,9 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], mem: PoolMemory,
     warm_target = decision.warm if decision else observed.warm_replicas
     cold_target = decision.cold if decision else observed.cold_replicas
 
+    if decision is not None:
+        await _rank_for_scale_down(rt, namespace, pods, heartbeats, observed, decision)
+
     applied = False
     if len(models) == len(spec.models):
         ctx = builders.PoolContext(
@@ -310,6 +314,34 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], mem: PoolMemory,
     mem.last_generation = generation
     rt.metrics.reconcile_seconds.labels("GenerationPool").observe(time.monotonic() - started)
     return result
+
+
+def _pod_ready(pod: Mapping[str, Any]) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (pod.get("status") or {}).get("conditions") or [])
+
+
+async def _rank_for_scale_down(rt: Runtime, namespace: str, pods: list[dict[str, Any]],
+                               heartbeats: list[Heartbeat], observed: Observed,
+                               decision: Decision) -> None:
+    """Before a role shrinks, mark which of its pods the ReplicaSet should remove first."""
+    shrinking = {role for role, before, after in (
+        (naming.ROLE_WARM, observed.warm_replicas, decision.warm),
+        (naming.ROLE_COLD, observed.cold_replicas, decision.cold)) if after < before}
+    if not shrinking:
+        return
+    busy = {hb.worker: hb.in_flight for hb in heartbeats}
+    candidates = [
+        WorkerPod(p["metadata"]["name"], _pod_ready(p),
+                  (p["metadata"].get("annotations") or {}).get(DELETION_COST))
+        for p in pods
+        if (p["metadata"].get("labels") or {}).get(naming.LABEL_ROLE) in shrinking
+        and not p["metadata"].get("deletionTimestamp")]
+    for pod_name, cost in deletion_costs(candidates, busy).items():
+        try:
+            await rt.kube.annotate("v1", "Pod", namespace, pod_name, {DELETION_COST: str(cost)})
+        except KubeError as err:  # ranking is an optimisation; the drain still protects work
+            log.warning("could not rank %s/%s for scale-down: %s", namespace, pod_name, err)
 
 
 def _export_metrics(rt: Runtime, namespace: str, name: str, st: GenerationPoolStatus) -> None:

@@ -75,6 +75,27 @@ async def produce(stack: StackEnv, topic: str, count: int, partitions: int = 4) 
         await producer.stop()
 
 
+async def commit_to_end(stack: StackEnv, group: str, topics: list[str]) -> None:
+    """Commit the group's offsets at the end of every partition, as if workers had consumed."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, group_id=group,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        parts = [TopicPartition(t, p) for t in topics
+                 for p in (consumer.partitions_for_topic(t) or set())]
+        if not parts:
+            await consumer._client.force_metadata_update()
+            parts = [TopicPartition(t, p) for t in topics
+                     for p in (consumer.partitions_for_topic(t) or set())]
+        consumer.assign(parts)
+        ends = await consumer.end_offsets(parts)
+        await consumer.commit({tp: off for tp, off in ends.items()})
+    finally:
+        await consumer.stop()
+
+
 async def test_pool_children_placement_status_and_scaling(
         kubectl: Kubectl, stack: StackEnv, model_ns: str) -> None:
     ns, pool = model_ns, "gpu"
@@ -114,6 +135,17 @@ async def test_pool_children_placement_status_and_scaling(
     events = kubectl("get", "events", "-n", ns, "--field-selector",
                      f"involvedObject.name={pool},reason=Scaled").stdout
     assert "warm 1→2" in events
+
+    # The backlog is consumed (offsets committed to the end): after the 5 s down window the pool
+    # returns to warm 1 / cold 0, and the pods were ranked for removal before the scale-down.
+    await commit_to_end(stack, f"imagegen.{ns}.{pool}", [f"imagegen.{ns}.{pool}.{t}"
+                                                        for t in ("turbo", "fast", "relax")])
+    wait_for(lambda: status(kubectl, ns, pool).get("ready") == "1/1"
+             and status(kubectl, ns, pool)["cold"]["replicas"] == 0, 60, "scale back to 1/1")
+    left = get(kubectl, ns, "pods", "-l", f"imagegen.dev/pool={pool}")["items"]
+    costs = {p["metadata"].get("annotations", {}).get("controller.kubernetes.io/pod-deletion-cost")
+             for p in left if not p["metadata"].get("deletionTimestamp")}
+    assert costs == {"0"}, costs  # ranked: ready and idle (no heartbeats: nothing in flight)
 
 
 def test_manual_edits_are_reverted(kubectl: Kubectl, model_ns: str) -> None:
