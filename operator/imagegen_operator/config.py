@@ -21,6 +21,7 @@ ENV_WORKER_SERVICE_ACCOUNT = "IMAGEGEN_WORKER_SERVICE_ACCOUNT"
 ENV_S3_CREDENTIALS_SECRET = "IMAGEGEN_S3_CREDENTIALS_SECRET"
 ENV_DEFAULT_WORKER_IMAGE = "IMAGEGEN_DEFAULT_WORKER_IMAGE"
 ENV_MODEL_POLL_SECONDS = "IMAGEGEN_MODEL_POLL_SECONDS"
+ENV_STALL_SECONDS = "IMAGEGEN_STALL_SECONDS"
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,8 @@ class OperatorConfig:
     metrics_port: int
     model_poll_seconds: float
     log_level: str
+    # A backlog not moving this long while workers are ready is reported (PartitionStalled).
+    stall_seconds: float = 120.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -65,4 +68,5 @@ class OperatorConfig:
             metrics_port=port(ENV_METRICS_PORT, 9090),
             model_poll_seconds=float(opt(ENV_MODEL_POLL_SECONDS) or 10),
             log_level=(opt(ENV_LOG_LEVEL) or "INFO").upper(),
+            stall_seconds=float(opt(ENV_STALL_SECONDS) or 120),
         )

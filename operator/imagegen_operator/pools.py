@@ -218,7 +218,10 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], mem: PoolMemory,
     if poll and lag is not None and lag_error is None:
         mem.stalls = track_stalls(mem.stalls, lag, now)
         if warm_obs.ready + cold_obs.ready > 0:
-            stalled = stalled_for(mem.stalls, lag, now)
+            # A tier may wait up to its maxWaitSeconds by design (weights + starvation guard).
+            waits = {naming.tier_topic(namespace, name, t.name): 1.5 * t.max_wait_seconds
+                     for t in spec.queue.tiers}
+            stalled = stalled_for(mem.stalls, lag, now, rt.config.stall_seconds, waits)
         else:
             mem.stalls = {}
     if stalled:

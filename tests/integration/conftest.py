@@ -161,7 +161,9 @@ class OperatorProcess:
                "IMAGEGEN_OPERATOR_STANDALONE": "1",
                "IMAGEGEN_HTTP_PORT": str(self.health_port),
                "IMAGEGEN_METRICS_PORT": str(self.metrics_port),
-               "IMAGEGEN_MODEL_POLL_SECONDS": "2"}
+               "IMAGEGEN_MODEL_POLL_SECONDS": "2",
+               # KWOK worker pods are Ready but never consume: a backlog on them is "stalled".
+               "IMAGEGEN_STALL_SECONDS": "8"}
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # owned by the process for its lifetime
         self.proc = subprocess.Popen(

@@ -253,3 +253,30 @@ def test_pending_pods_waiting_for_gpus_are_not_failures(kubectl: Kubectl, model_
     assert condition(st, "Ready")["reason"] == "WaitingForWorkers"
     assert condition(st, "Degraded")["status"] == "False"
     assert st["warm"]["desired"] == 1
+
+
+async def test_stalled_partitions_are_reported(kubectl: Kubectl, stack: StackEnv,
+                                               model_ns: str) -> None:
+    """Ready workers, a backlog, committed offsets that never move (KWOK pods do not consume:
+    as a hung worker would): Degraded=PartitionStalled naming the partitions, and an Event."""
+    ns, pool = model_ns, "stuck"
+    kubectl("apply", "-n", ns, "-f", "-", input=gpu_pool(pool))
+    wait_for(lambda: status(kubectl, ns, pool).get("ready") == "1/1", 30, "READY 1/1")
+    # turbo: maxWaitSeconds 10, so its threshold is max(8 s, 1.5 x 10 s) = 15 s.
+    await produce(stack, f"imagegen.{ns}.{pool}.turbo", 2, partitions=2)
+
+    def degraded() -> dict[str, Any]:
+        st = status(kubectl, ns, pool)
+        if condition(st, "Degraded").get("reason") != "PartitionStalled":
+            raise AssertionError(f"Degraded={condition(st, 'Degraded')}, ready={st.get('ready')}, "
+                                 f"queue={st.get('queue')}")
+        return st
+    st = wait_for(degraded, 90, "Degraded=PartitionStalled")
+    assert isinstance(st, dict)
+    stalled = st["queue"]["stalledPartitions"]
+    assert sorted(line.split(" ")[0] for line in stalled) == [
+        f"imagegen.{ns}.{pool}.turbo:0", f"imagegen.{ns}.{pool}.turbo:1"]
+    assert condition(st, "Ready")["status"] == "True"  # serving, but not progressing here
+    events = kubectl("get", "events", "-n", ns, "--field-selector",
+                     f"involvedObject.name={pool},reason=PartitionStalled").stdout
+    assert "not moving while workers are ready" in events

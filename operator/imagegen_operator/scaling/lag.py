@@ -168,11 +168,16 @@ def track_stalls(
 
 def stalled_for(
     since: Mapping[TopicPartition, tuple[int | None, float]], current: LagSnapshot, now: float,
-    threshold: float = STALL_SECONDS,
+    threshold: float = STALL_SECONDS, per_topic: Mapping[str, float] | None = None,
 ) -> list[str]:
-    """Readable lines for partitions stuck at least `threshold` seconds (oldest first)."""
+    """Readable lines for partitions stuck at least their threshold (oldest first).
+
+    `per_topic` raises the threshold of a topic: a low tier legitimately waits while higher
+    tiers are served, up to its maxWaitSeconds (the workers' starvation guard).
+    """
     lag = {(p.topic, p.partition): p.lag for p in current.partitions}
-    stuck = sorted(((now - at, key) for key, (_, at) in since.items() if now - at >= threshold),
-                   reverse=True)
+    limits = per_topic or {}
+    stuck = sorted(((now - at, key) for key, (_, at) in since.items()
+                    if now - at >= max(threshold, limits.get(key[0], 0.0))), reverse=True)
     return [f"{topic}:{part} (lag {lag.get((topic, part), 0)}, no progress for {age:.0f}s)"
             for age, (topic, part) in stuck]

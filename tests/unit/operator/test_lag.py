@@ -165,3 +165,6 @@ def test_track_stalls_and_report_after_the_threshold() -> None:
     since = track_stalls(since, s3, now=140.0)  # type: ignore[arg-type]
     assert stalled_for(since, s3, now=140.0) == []  # type: ignore[arg-type]
     assert list(since) == [(topic, 0)]
+    # A low tier's own wait (maxWaitSeconds) raises its threshold.
+    assert stalled_for(since, s3, now=300.0, per_topic={topic: 400.0}) == []  # type: ignore[arg-type]
+    assert stalled_for(since, s3, now=300.0) != []  # type: ignore[arg-type]
