@@ -260,7 +260,9 @@ async def test_stalled_partitions_are_reported(kubectl: Kubectl, stack: StackEnv
     """Ready workers, a backlog, committed offsets that never move (KWOK pods do not consume:
     as a hung worker would): Degraded=PartitionStalled naming the partitions, and an Event."""
     ns, pool = model_ns, "stuck"
-    kubectl("apply", "-n", ns, "-f", "-", input=gpu_pool(pool))
+    # CPU-only workers: GPU capacity of the fake nodes is shared with every other test's pools.
+    kubectl("apply", "-n", ns, "-f", "-", input=gpu_pool(
+        pool, extra="  gpu: {count: 0}\n  resources: {cpu: 100m, memory: 64Mi}"))
     wait_for(lambda: status(kubectl, ns, pool).get("ready") == "1/1", 30, "READY 1/1")
     # turbo: maxWaitSeconds 10, so its threshold is max(8 s, 1.5 x 10 s) = 15 s.
     await produce(stack, f"imagegen.{ns}.{pool}.turbo", 2, partitions=2)
