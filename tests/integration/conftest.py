@@ -212,11 +212,27 @@ class OperatorProcess:
 
 
 @pytest.fixture(scope="session")
-def operator(stack: StackEnv, crds: None) -> Iterator[OperatorProcess]:
+def operator(stack: StackEnv, crds: None, kubectl: Kubectl) -> Iterator[OperatorProcess]:
+    """The operator under test, alone: an operator a `make demo` left installed (cluster-wide)
+    is scaled to zero for the session and restored afterwards, so two operators never act on
+    the same pools."""
+    installed = json.loads(kubectl("get", "deploy", "-A", "-l",
+                                   "app.kubernetes.io/name=imagegen-operator", "-o",
+                                   "json").stdout)["items"]
+    paused = [(d["metadata"]["namespace"], d["metadata"]["name"], d["spec"].get("replicas", 1))
+              for d in installed if d["spec"].get("replicas", 1)]
+    for ns, name, _ in paused:
+        kubectl("scale", "deploy", name, "-n", ns, "--replicas=0")
+    for ns, _, _ in paused:  # a terminating operator pod still reconciles until it exits
+        kubectl("wait", "--for=delete", "pod", "-n", ns, "-l",
+                "app.kubernetes.io/name=imagegen-operator", "--timeout=90s", check=False,
+                timeout=120)
     op = OperatorProcess(stack)
     op.start()
     yield op
     op.stop()
+    for ns, name, replicas in paused:
+        kubectl("scale", "deploy", name, "-n", ns, f"--replicas={replicas}", check=False)
 
 
 def wait_for(check: Callable[[], object], timeout: float, what: str,
