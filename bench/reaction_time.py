@@ -51,7 +51,12 @@ from kubernetes_asyncio import client as k8s  # noqa: E402
 from kubernetes_asyncio import config as k8s_config  # noqa: E402
 
 from bench.drain_scenario import pool_manifest  # noqa: E402
-from tests.integration.conftest import OperatorProcess, StackEnv  # noqa: E402
+from tests.integration.conftest import (  # noqa: E402
+    OperatorProcess,
+    StackDown,
+    StackEnv,
+    start_stack,
+)
 
 PARTITIONS = 4
 WARM_MAX = 4
@@ -63,21 +68,11 @@ POLL_EVERY = 0.05
 
 
 def stack_env() -> StackEnv:
-    """Start or reuse the local stack and describe it, like the tests' `stack` fixture."""
-    up = subprocess.run([str(ROOT / "dev" / "stack"), "up"], capture_output=True, text=True,
-                        check=False)
-    if up.returncode != 0:
-        raise SystemExit(f"dev/stack up failed:\n{up.stdout[-2000:]}\n{up.stderr[-3000:]}")
-    env = json.loads(subprocess.run([str(ROOT / "dev" / "stack"), "env", "--json"],
-                                    capture_output=True, text=True, check=True).stdout)
-    os.environ.update(env)
-    return StackEnv(
-        kubeconfig=env["KUBECONFIG"], kafka_bootstrap=env["IMAGEGEN_KAFKA_BOOTSTRAP"],
-        redis_url=env["IMAGEGEN_REDIS_URL"], s3_endpoint=env["IMAGEGEN_S3_ENDPOINT"],
-        s3_access_key=env["AWS_ACCESS_KEY_ID"], s3_secret_key=env["AWS_SECRET_ACCESS_KEY"],
-        bin_dir=Path(env["IMAGEGEN_STATE"]) / "bin", state_dir=Path(env["IMAGEGEN_STATE"]),
-        repo_root=ROOT, env=env,
-    )
+    """Start or reuse the local stack and describe it (the tests' `stack` fixture does the same)."""
+    try:
+        return start_stack()
+    except StackDown as err:
+        raise SystemExit(str(err)) from err
 
 
 def kubectl(stack: StackEnv, *args: str, input: str | None = None, check: bool = True,

@@ -43,12 +43,16 @@ class StackEnv:
         return str(self.bin_dir / "helm")
 
 
-@pytest.fixture(scope="session")
-def stack() -> StackEnv:
+class StackDown(RuntimeError):
+    """`dev/stack up` failed; the message carries its output (the failing component's log)."""
+
+
+def start_stack() -> StackEnv:
+    """Start (or reuse) the local stack and describe it; also used by the benchmarks."""
     proc = subprocess.run([str(STACK), "up"], capture_output=True, text=True, timeout=3000)
     if proc.returncode != 0:
-        pytest.fail(f"the local stack did not start (dev/stack up exited {proc.returncode}):\n"
-                    f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}", pytrace=False)
+        raise StackDown(f"the local stack did not start (dev/stack up exited "
+                        f"{proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
     env = json.loads(subprocess.run([str(STACK), "env", "--json"], capture_output=True,
                                     text=True, check=True).stdout)
     os.environ.update(env)
@@ -59,6 +63,14 @@ def stack() -> StackEnv:
         bin_dir=Path(env["IMAGEGEN_STATE"]) / "bin", state_dir=Path(env["IMAGEGEN_STATE"]),
         repo_root=ROOT, env=env,
     )
+
+
+@pytest.fixture(scope="session")
+def stack() -> StackEnv:
+    try:
+        return start_stack()
+    except StackDown as err:
+        pytest.fail(str(err), pytrace=False)
 
 
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
