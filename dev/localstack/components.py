@@ -147,6 +147,10 @@ def _kwok(lay: Layout) -> list[str]:
         f"--config={lay.state / 'kwok' / 'stages.yaml'}",
         "--manage-all-nodes=false",
         "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+        # Node heartbeats as Leases (the heartbeat-with-lease stage expects them): without them
+        # the node lifecycle controller saw every node go not-Ready about once a minute and
+        # marked all their pods not Ready.
+        "--node-lease-duration-seconds=40",
         "--cidr=10.244.0.0/16",
         "--node-ip=127.0.0.1",
         f"--server-address=127.0.0.1:{lay.kwok_port}",

@@ -95,9 +95,12 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
+TEST_NAMESPACE_PREFIX = "t"
+
+
 @pytest.fixture
 def k8s_namespace(kubectl: Kubectl) -> Iterator[str]:
-    name = unique("t")
+    name = unique(TEST_NAMESPACE_PREFIX)
     kubectl("create", "namespace", name)
     yield name
     kubectl("delete", "namespace", name, "--wait=false", check=False)
@@ -171,6 +174,9 @@ class OperatorProcess:
 
         env = {**os.environ, **self.stack.env,
                "IMAGEGEN_OPERATOR_STANDALONE": "1",
+               # Only the tests' own namespaces (see k8s_namespace): an operator under test in
+               # another namespace (the Helm install test) is never raced by this one.
+               "IMAGEGEN_WATCH_NAMESPACES": f"{TEST_NAMESPACE_PREFIX}-*",
                "IMAGEGEN_HTTP_PORT": str(self.health_port),
                "IMAGEGEN_METRICS_PORT": str(self.metrics_port),
                "IMAGEGEN_MODEL_POLL_SECONDS": "2",
