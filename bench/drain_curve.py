@@ -34,15 +34,18 @@ if str(ROOT) not in sys.path:  # run as a script: make `bench` and `tests` impor
 from bench.drain_scenario import DrainRun, pool_manifest, run  # noqa: E402
 from bench.plot import line_chart  # noqa: E402
 from bench.reaction_time import (  # noqa: E402
-    apply_crds,
     kubectl,
     kubectl_json,
     prepare_namespace,
     stack_env,
     start_operator,
-    wait_until,
 )
-from tests.integration.conftest import OperatorProcess  # noqa: E402
+from tests.integration.conftest import (  # noqa: E402
+    OperatorProcess,
+    apply_crds,
+    kubectl_runner,
+    wait_for,
+)
 
 DOC = ROOT / "docs" / "benchmarks.md"
 PNG = ROOT / "docs" / "drain-curve.png"
@@ -132,7 +135,7 @@ def main() -> None:
     args = parser.parse_args()
 
     stack = stack_env()
-    apply_crds(stack)
+    apply_crds(kubectl_runner(stack))
     ns = prepare_namespace(stack, "bench-drain")
     op: OperatorProcess | None = None if args.use_running_operator else start_operator(stack, ns)
     pool = "burst"
@@ -140,9 +143,9 @@ def main() -> None:
         manifest = pool_manifest(pool, "tiny-sdxl", warm_min=1, warm_max=2, cold_max=2,
                                  partitions=4, activation_lag=3, down_window=15, poll=2)
         kubectl(stack, "apply", "-n", ns, "-f", "-", input=json.dumps(manifest))
-        wait_until(lambda: kubectl_json(stack, "get", "gp", pool, "-n", ns)
-                   .get("status", {}).get("warm", {}).get("ready") == 1, 180,
-                   "the first warm worker to load the model", every=1.0)
+        wait_for(lambda: kubectl_json(stack, "get", "gp", pool, "-n", ns)
+                 .get("status", {}).get("warm", {}).get("ready") == 1, 180,
+                 "the first warm worker to load the model", interval=1.0)
         drained = asyncio.run(run(kubectl=stack.kubectl_bin, bootstrap=stack.kafka_bootstrap,
                                   namespace=ns, pool=pool, count=args.requests, steps=20,
                                   settle_warm=1, limit_s=420))

@@ -87,15 +87,6 @@ def observe(kubectl: str, namespace: str, pool: str) -> tuple[int, int, int, int
     return out[0], out[1], out[2], out[3], lag, status.get("lastScaleReason")
 
 
-def wait_until(predicate: Any, timeout: float, every: float = 1.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(every)
-    return False
-
-
 async def run(*, kubectl: str, bootstrap: str, namespace: str, pool: str, count: int,
               steps: int = 6, settle_warm: int = 1, limit_s: float = 420.0,
               sample_every: float = 1.0) -> DrainRun:

@@ -55,7 +55,10 @@ from tests.integration.conftest import (  # noqa: E402
     OperatorProcess,
     StackDown,
     StackEnv,
+    apply_crds,
+    kubectl_runner,
     start_stack,
+    wait_for,
 )
 
 PARTITIONS = 4
@@ -77,23 +80,12 @@ def stack_env() -> StackEnv:
 
 def kubectl(stack: StackEnv, *args: str, input: str | None = None, check: bool = True,
             timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([stack.kubectl_bin, f"--kubeconfig={stack.kubeconfig}", *args],
-                          capture_output=True, text=True, input=input, timeout=timeout,
-                          check=False)
-    if check and proc.returncode != 0:
-        raise RuntimeError(f"kubectl {' '.join(args)} failed: {proc.stderr}")
-    return proc
+    return kubectl_runner(stack)(*args, input=input, check=check, timeout=timeout)
 
 
 def kubectl_json(stack: StackEnv, *args: str) -> dict[str, Any]:
     proc = kubectl(stack, *args, "-o", "json", check=False)
     return json.loads(proc.stdout) if proc.returncode == 0 and proc.stdout else {}
-
-
-def apply_crds(stack: StackEnv) -> None:
-    kubectl(stack, "apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
-    kubectl(stack, "wait", "--for=condition=Established", "--timeout=60s",
-            "crd/imagemodels.imagegen.dev", "crd/generationpools.imagegen.dev")
 
 
 def prepare_namespace(stack: StackEnv, prefix: str) -> str:
@@ -146,21 +138,9 @@ def log_size(op: OperatorProcess | None) -> int:
 
 def start_operator(stack: StackEnv, namespace: str) -> OperatorProcess:
     """The real operator as a local process, watching `namespace` only."""
-    os.environ["IMAGEGEN_WATCH_NAMESPACES"] = namespace
-    op = OperatorProcess(stack)
+    op = OperatorProcess(stack, watch=namespace)
     op.start()
     return op
-
-
-def wait_until(predicate: Any, timeout: float, what: str, every: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(every)
-    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -306,7 +286,7 @@ async def measure_pool(stack: StackEnv, apps: k8s.AppsV1Api, namespace: str, pol
         return (st.get("queue", {}).get("lag") == 0
                 and dep.get("spec", {}).get("replicas") == 1)
 
-    await asyncio.to_thread(wait_until, ready_at_rest, 120, f"pool {pool} at rest")
+    await asyncio.to_thread(wait_for, ready_at_rest, 120, f"pool {pool} at rest")
     topic = naming.tier_topic(namespace, pool, "turbo")
     setting = Setting(f"pollSeconds={poll}", float(poll))
     producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all",
@@ -335,7 +315,7 @@ async def measure_pool(stack: StackEnv, apps: k8s.AppsV1Api, namespace: str, pol
                   f"{'' if clean else ' [discarded: another operator scaled first]'}",
                   flush=True)
             await reset_lag(stack.kafka_bootstrap, namespace, pool)
-            await asyncio.to_thread(wait_until, ready_at_rest, 90, f"pool {pool} back at rest")
+            await asyncio.to_thread(wait_for, ready_at_rest, 90, f"pool {pool} back at rest")
     finally:
         await producer.stop()
     await asyncio.to_thread(kubectl, stack, "delete", "gp", pool, "-n", namespace,
@@ -345,7 +325,7 @@ async def measure_pool(stack: StackEnv, apps: k8s.AppsV1Api, namespace: str, pol
 
 async def main_async(args: argparse.Namespace) -> list[Setting]:
     stack = stack_env()
-    apply_crds(stack)
+    apply_crds(kubectl_runner(stack))
     others = other_operators()
     ns = prepare_namespace(stack, "bench-react")
     op: OperatorProcess | None = None

@@ -12,7 +12,6 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -56,11 +55,10 @@ def kubectl(*args: str, check: bool = True, capture: bool = True) -> str:
 OPERATOR_NAMESPACE = "imagegen-system"
 
 
-def install_operator(env: dict[str, str], state_dir: Path) -> None:
+def install_operator(env: dict[str, str]) -> None:
     """`helm upgrade --install` of charts/imagegen-operator, as on a real cluster: two replicas
     with Kopf peering, the chart's ServiceAccount and RBAC. The pod label hands the operator pods
     to the local pod runner, which runs each as a local process with its ServiceAccount token."""
-    _stop_old_local_operator(state_dir)
     helm = str(Path(env["IMAGEGEN_STATE"]) / "bin" / "helm")
     chart = str(ROOT / "charts" / "imagegen-operator")
     args = [helm, "upgrade", "--install", "imagegen-operator", chart,
@@ -75,18 +73,6 @@ def install_operator(env: dict[str, str], state_dir: Path) -> None:
     if proc.returncode != 0:
         raise SystemExit(f"helm install failed:\n{proc.stdout}\n{proc.stderr}")
     print(kubectl("get", "deploy,pods", "-n", OPERATOR_NAMESPACE, "-o", "wide"))
-
-
-def _stop_old_local_operator(state_dir: Path) -> None:
-    """Earlier versions of this demo ran the operator as a bare local process: stop it."""
-    pidfile = state_dir / "operator-demo.pid"
-    if pidfile.exists():
-        try:
-            os.killpg(int(pidfile.read_text()), signal.SIGTERM)
-            time.sleep(2)
-        except (ProcessLookupError, ValueError, PermissionError):
-            pass
-        pidfile.unlink(missing_ok=True)
 
 
 def wait_for(what: str, check: callable, timeout: float, every: float = 2.0) -> None:  # type: ignore[valid-type]
@@ -167,7 +153,7 @@ def main() -> None:
     # Helm installs crds/ only on first install and never upgrades them: apply them first, as
     # the README says to on upgrades.
     print(kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds")))
-    install_operator(env, state_dir)
+    install_operator(env)
     print(f"  operator logs: {state_dir}/logs/pods/{OPERATOR_NAMESPACE}_*.log")
 
     step(3, total, f"Apply the tiny example model and pool in namespace {NAMESPACE}")

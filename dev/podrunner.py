@@ -286,8 +286,8 @@ class PodRunner:
         asserted = 0.0
         while True:
             ok = await asyncio.to_thread(self._probe_once, rp, probe)
-            # Re-assert now and then: a KWOK stage retried from a stale queue entry (or the node
-            # lifecycle controller) can overwrite the Ready condition behind our back. An
+            # Re-assert now and then: KWOK retries a failed stage from a stale queue entry (seen
+            # after its "podIPs" patch error) and can set Ready=False behind our back. An
             # unchanged patch is a no-op on the server.
             if ok != rp.ready or time.monotonic() - asserted > 5.0:
                 await self.set_ready(rp, ok, "" if ok else "readiness probe failed")

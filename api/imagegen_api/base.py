@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, JsonValue
+from pydantic import BaseModel, ConfigDict, JsonValue, ValidationError
 from pydantic.alias_generators import to_camel
 
-__all__ = ["JsonDict", "KubeModel", "cel"]
+__all__ = ["JsonDict", "KubeModel", "cel", "first_error"]
 
 # A JSON object, as pydantic's json_schema_extra takes it.
 JsonDict = dict[str, JsonValue]
@@ -30,3 +30,11 @@ def cel(rule: str, message: str, field_path: str | None = None) -> JsonDict:
     if field_path:
         entry["fieldPath"] = field_path
     return entry
+
+
+def first_error(err: ValidationError, prefix: str = "spec") -> str:
+    """`spec.warm.minReplicas: <pydantic's message>` for the first error: the field named the
+    way a manifest spells it (aliases are camelCase)."""
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    return f"{prefix}.{where}: {first['msg']}" if where else f"{prefix}: {first['msg']}"

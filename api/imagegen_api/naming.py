@@ -86,6 +86,8 @@ LABEL_ROLE = "imagegen.dev/role"  # warm | cold
 # The operator copies it from a GenerationPool's own labels onto its worker pods.
 LABEL_LOCAL_RUNNER = "imagegen.dev/local-runner"
 ANNOTATION_CONFIG_HASH = "imagegen.dev/config-hash"
+# On a prefetch Job: the ImageModel spec it downloads for (a new spec replaces the Job).
+LABEL_SPEC_HASH = "imagegen.dev/spec-hash"
 
 ROLE_WARM = "warm"
 ROLE_COLD = "cold"

@@ -233,6 +233,16 @@ def dump(obj: Schema) -> str:
     return header + yaml.safe_dump(obj, sort_keys=False, width=100)
 
 
+def write_or_check(path: Path, text: str, check: bool) -> bool:
+    """Write a generated file, or with `check` only compare it; True when it was stale."""
+    if check:
+        return not path.exists() or path.read_text() != text
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    print(f"wrote {path}")
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="imagegen_operator.crdgen", description=__doc__)
     parser.add_argument("--check", action="store_true", help="fail if crds/ is out of date")
@@ -243,14 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     outs: list[Path] = args.out or list(CRD_DIRS)
     for (name, crd), out in ((item, out) for item in render().items() for out in outs):
         path: Path = out / name
-        text = dump(crd)
-        if args.check:
-            if not path.exists() or path.read_text() != text:
-                stale.append(str(path))
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-            print(f"wrote {path}")
+        if write_or_check(path, dump(crd), args.check):
+            stale.append(str(path))
     if stale:
         print("CRDs out of date (run `make crds`): " + ", ".join(stale), file=sys.stderr)
         return 1

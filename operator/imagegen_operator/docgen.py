@@ -318,16 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REFERENCE, help="output file")
     args = parser.parse_args(argv)
     out: Path = args.out
-    text = render()
-    if args.check:
-        if not out.exists() or out.read_text() != text:
-            print(f"{out} is out of date (run `python -m imagegen_operator.docgen`)",
-                  file=sys.stderr)
-            return 1
-        return 0
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    print(f"wrote {out}")
+    if crdgen.write_or_check(out, render(), args.check):
+        print(f"{out} is out of date (run `python -m imagegen_operator.docgen`)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -37,12 +37,12 @@ def _pool_memory(memo: kopf.Memo) -> pools.PoolMemory:
     return mem
 
 
-async def _pool_pass(body: kopf.Body, memo: kopf.Memo, logger: Any, poll: bool) -> None:
+async def _pool_pass(body: kopf.Body, memo: kopf.Memo) -> None:
     rt = _runtime(memo)
     mem = _pool_memory(memo)
     async with mem.lock:
         try:
-            result = await pools.reconcile(rt, body, mem, poll=poll)
+            result = await pools.reconcile(rt, body, mem)
         except Exception:
             rt.metrics.reconciles.labels("GenerationPool", "error").inc()
             raise
@@ -57,19 +57,19 @@ async def _pool_pass(body: kopf.Body, memo: kopf.Memo, logger: Any, poll: bool) 
 @kopf.on.resume(*POOLS)
 @kopf.on.create(*POOLS)
 @kopf.on.update(*POOLS, field="spec")
-async def pool_changed(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
-    await _pool_pass(body, memo, logger, poll=True)
+async def pool_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    await _pool_pass(body, memo)
 
 
 @kopf.timer(*POOLS, interval=1.0, initial_delay=1.0, sharp=False)
 async def pool_tick(body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, memo: kopf.Memo,
-                    logger: Any, **_: Any) -> None:
+                    **_: Any) -> None:
     if meta.get("deletionTimestamp"):
         return
     mem = _pool_memory(memo)
     if mem.lock.locked() or not pools.is_due(mem, spec, meta.get("generation"), time.time()):
         return
-    await _pool_pass(body, memo, logger, poll=True)
+    await _pool_pass(body, memo)
 
 
 @kopf.on.delete(*POOLS, optional=True)
@@ -80,8 +80,7 @@ async def pool_deleted(namespace: str | None, name: str | None, memo: kopf.Memo,
         _runtime(memo).metrics.forget_pool(namespace, name)
 
 
-async def _model_pass(body: kopf.Body, memo: kopf.Memo, logger: Any,
-                      deleting: bool = False) -> None:
+async def _model_pass(body: kopf.Body, memo: kopf.Memo, deleting: bool = False) -> None:
     rt = _runtime(memo)
     try:
         actions = await models.reconcile(rt, body, deleting=deleting)
@@ -98,13 +97,12 @@ async def _model_pass(body: kopf.Body, memo: kopf.Memo, logger: Any,
 @kopf.on.resume(*MODELS)
 @kopf.on.create(*MODELS)
 @kopf.on.update(*MODELS, field="spec")
-async def model_changed(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
-    await _model_pass(body, memo, logger)
+async def model_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    await _model_pass(body, memo)
 
 
 @kopf.timer(*MODELS, interval=1.0, initial_delay=2.0)
-async def model_tick(body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, logger: Any,
-                     **_: Any) -> None:
+async def model_tick(body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
     """Refreshes prefetch progress and usedBy every IMAGEGEN_MODEL_POLL_SECONDS (default 10)."""
     if meta.get("deletionTimestamp"):
         return
@@ -113,10 +111,10 @@ async def model_tick(body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, logger: 
     if isinstance(last, float) and now - last < _runtime(memo).config.model_poll_seconds:
         return
     memo["model_polled_at"] = now
-    await _model_pass(body, memo, logger)
+    await _model_pass(body, memo)
 
 
 @kopf.on.delete(*MODELS)
-async def model_deleted(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+async def model_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Blocks deletion (the finalizer stays) while a pool still serves the model."""
-    await _model_pass(body, memo, logger, deleting=True)
+    await _model_pass(body, memo, deleting=True)

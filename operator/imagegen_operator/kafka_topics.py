@@ -12,6 +12,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.errors import KafkaError
 
 from .builders.topics import TopicSpec
+from .scaling.kafka_lag import describe_kafka_error
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ class TopicManager:
             except (KafkaError, OSError, TimeoutError) as err:
                 await admin.close()
                 raise KafkaUnavailable(
-                    f"Kafka at {self.bootstrap} unreachable: {type(err).__name__}: {err}"
+                    f"Kafka at {self.bootstrap} unreachable: {describe_kafka_error(err)}"
                 ) from err
             self._admin = admin
         return self._admin
@@ -62,7 +63,7 @@ class TopicManager:
             except (KafkaError, OSError, TimeoutError) as err:
                 await self.close()  # reconnect on the next pass
                 raise KafkaUnavailable(
-                    f"Kafka at {self.bootstrap}: {type(err).__name__}: {err}") from err
+                    f"Kafka at {self.bootstrap}: {describe_kafka_error(err)}") from err
 
     async def _ensure(self, topics: list[TopicSpec]) -> list[str]:
         admin = await self._client()

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from imagegen_api import naming
+from imagegen_api.base import first_error
 from imagegen_api.specs import ImageModelSpec, ImageModelStatus, WorkerSpec
 from pydantic import ValidationError
 
@@ -67,8 +67,7 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], deleting: bool = False
     try:
         spec = ImageModelSpec.model_validate(body.get("spec") or {})
     except ValidationError as err:
-        first = err.errors()[0]
-        problems.append(f"spec.{'.'.join(str(p) for p in first['loc'])}: {first['msg']}")
+        problems.append(first_error(err))
         spec = None
 
     used_by = await users(rt, namespace, name)
@@ -80,7 +79,7 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], deleting: bool = False
     cached = "n/a"
     if spec is not None and spec.prefetch is not None and not deleting:
         owner = builders.Owner(naming.API_VERSION, naming.IMAGEMODEL_KIND, name, meta["uid"])
-        digest = hashlib.sha256(spec.model_dump_json().encode()).hexdigest()[:12]
+        digest = builders.spec_hash(spec)
         try:
             pvc = builders.cache_pvc(namespace, name, spec, owner)
             if pvc is not None:
@@ -88,7 +87,7 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], deleting: bool = False
             job_name = naming.prefetch_job_name(name)
             job = await rt.kube.get("batch/v1", "Job", namespace, job_name)
             stale = job is not None and (job["metadata"].get("labels") or {}).get(
-                "imagegen.dev/spec-hash") != digest
+                naming.LABEL_SPEC_HASH) != digest
             if job is None or stale:
                 if stale:
                     actions.append(f"prefetch Job {job_name} is for an older spec; replaced")

@@ -16,8 +16,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from imagegen_api import naming
+from imagegen_api.base import first_error
 from imagegen_api.messages import Heartbeat
-from imagegen_api.specs import GenerationPoolSpec, GenerationPoolStatus, ImageModelSpec
+from imagegen_api.specs import (
+    AutoscalingSpec,
+    GenerationPoolSpec,
+    GenerationPoolStatus,
+    ImageModelSpec,
+)
 from pydantic import ValidationError
 
 from . import builders
@@ -26,9 +32,15 @@ from .kafka_topics import KafkaUnavailable
 from .runtime import Runtime
 from .scaling.drain_order import DELETION_COST, WorkerPod, deletion_costs
 from .scaling.kafka_lag import LagUnavailable
-from .scaling.lag import LagSnapshot, stalled_for, track_stalls
+from .scaling.lag import LagSnapshot, Stall, stalled_for, track_stalls
 from .scaling.policy import Decision, Observed, ScalerState, decide
-from .status import PoolObservation, QueueObservation, RoleObservation, pool_status
+from .status import (
+    PoolObservation,
+    QueueObservation,
+    RoleObservation,
+    invalid_spec_conditions,
+    pool_status,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +55,6 @@ class PoolMemory:
     topics_ensured: tuple[str, tuple[str, ...], int] | None = None
     last_poll: float = 0.0
     last_generation: int | None = None
-    last_lag: LagSnapshot | None = None
     # Failures already announced by an Event: a Warning on the first failure, not every poll.
     lag_failing: bool = False
     kafka_failing: bool = False
@@ -65,13 +76,24 @@ class PassEvent:
 class PassResult:
     events: list[PassEvent] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
-    decision: Decision | None = None
 
 
 def is_due(mem: PoolMemory, spec: Mapping[str, Any], generation: int | None, now: float) -> bool:
     """Timer gate: a pass every autoscaling.pollSeconds, or at once after a spec change."""
-    poll = float((spec.get("autoscaling") or {}).get("pollSeconds", 5))
-    return generation != mem.last_generation or now - mem.last_poll >= poll - 0.05
+    if generation != mem.last_generation:
+        return True
+    try:
+        poll = AutoscalingSpec.model_validate(spec.get("autoscaling") or {}).poll_seconds
+    except ValidationError:
+        return True  # the pass reports the invalid spec
+    return now - mem.last_poll >= poll - 0.05
+
+
+def _moves(observed: Observed, decision: Decision) -> list[tuple[str, int, int]]:
+    """(role, replicas before, after) of each role the decision changes."""
+    return [(role, before, after) for role, before, after in (
+        (naming.ROLE_WARM, observed.warm_replicas, decision.warm),
+        (naming.ROLE_COLD, observed.cold_replicas, decision.cold)) if before != after]
 
 
 def _role(dep: Mapping[str, Any] | None, pending: int) -> RoleObservation:
@@ -97,7 +119,7 @@ async def _load_models(rt: Runtime, namespace: str, spec: GenerationPoolSpec,
         try:
             models[name] = ImageModelSpec.model_validate(obj.get("spec") or {})
         except ValidationError as err:
-            problems.append(f"ImageModel {name!r} is invalid: {err.errors()[0]['msg']}")
+            problems.append(f"ImageModel {name!r} is invalid: {first_error(err)}")
     return models
 
 
@@ -129,8 +151,7 @@ def _per_worker_rate(heartbeats: list[Heartbeat]) -> float | None:
     return sum(rates) / len(rates) if rates else None
 
 
-async def reconcile(rt: Runtime, body: Mapping[str, Any], mem: PoolMemory,
-                    poll: bool = True) -> PassResult:
+async def reconcile(rt: Runtime, body: Mapping[str, Any], mem: PoolMemory) -> PassResult:
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     generation = meta.get("generation")
@@ -146,10 +167,14 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], mem: PoolMemory,
         spec = GenerationPoolSpec.model_validate(body.get("spec") or {})
     except ValidationError as err:
         # The CRD schema refuses most of this at apply time; this catches what slips through.
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        result.problems.append(f"spec.{where}: {first['msg']}")
-        await _write_status_problem(rt, namespace, name, generation, result.problems)
+        result.problems.append(first_error(err))
+        conditions = invalid_spec_conditions(
+            result.problems[0], generation, old_status.conditions if old_status else [],
+            datetime.now(UTC))
+        await rt.kube.patch_status(
+            naming.API_VERSION, naming.GENERATIONPOOL_KIND, namespace, name,
+            {"observedGeneration": generation,
+             "conditions": [c.to_wire() for c in conditions]})
         return result
 
     problems = result.problems
@@ -182,17 +207,12 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], mem: PoolMemory,
                 if not mem.kafka_failing:
                     result.events.append(PassEvent("Warning", "KafkaUnavailable", str(err)))
                 mem.kafka_failing = True
-        if poll:
-            try:
-                lag = await rt.lag(bootstrap).read(
-                    naming.consumer_group(namespace, name),
-                    builders.tier_topics(namespace, name, spec))
-                rt.metrics.lag_read_seconds.observe(lag.read_ms / 1000)
-                mem.last_lag = lag
-            except LagUnavailable as err:
-                lag_error = str(err)
-        else:
-            lag = mem.last_lag
+        try:
+            lag = await rt.lag(bootstrap).read(naming.consumer_group(namespace, name),
+                                               builders.tier_topics(namespace, name, spec))
+            rt.metrics.lag_read_seconds.observe(lag.read_ms / 1000)
+        except LagUnavailable as err:
+            lag_error = str(err)
 
     heartbeats: list[Heartbeat] = []
     if redis_url:
@@ -214,26 +234,24 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], mem: PoolMemory,
 
     # A backlog that does not move while workers are ready: say so (not while none is ready:
     # then the pool is waiting for workers, which the Ready condition already tells).
-    stalled: list[str] = []
-    if poll and lag is not None and lag_error is None:
+    stalls: list[Stall] = []
+    if lag is not None:
         mem.stalls = track_stalls(mem.stalls, lag, now)
         if warm_obs.ready + cold_obs.ready > 0:
             # A tier may wait up to its maxWaitSeconds by design (weights + starvation guard).
             waits = {naming.tier_topic(namespace, name, t.name): 1.5 * t.max_wait_seconds
                      for t in spec.queue.tiers}
-            stalled = stalled_for(mem.stalls, lag, now, rt.config.stall_seconds, waits)
+            stalls = stalled_for(mem.stalls, lag, now, rt.config.stall_seconds, waits)
         else:
             mem.stalls = {}
-    if stalled:
-        names = tuple(line.split(" ", 1)[0] for line in stalled)
-        if names != mem.stalled_reported:
-            result.events.append(PassEvent(
-                "Warning", "PartitionStalled",
-                "committed offsets not moving while workers are ready (hung worker or a batch "
-                "far slower than expected): " + ", ".join(stalled)))
-        mem.stalled_reported = names
-    elif poll:
-        mem.stalled_reported = ()
+    stalled = [str(s) for s in stalls]
+    where = tuple(s.where for s in stalls)
+    if stalls and where != mem.stalled_reported:
+        result.events.append(PassEvent(
+            "Warning", "PartitionStalled",
+            "committed offsets not moving while workers are ready (hung worker or a batch "
+            "far slower than expected): " + ", ".join(stalled)))
+    mem.stalled_reported = where
 
     observed = Observed(
         warm_replicas=(warm_obs.desired if deps[naming.ROLE_WARM] is not None
@@ -243,24 +261,17 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], mem: PoolMemory,
         cold_ready=cold_obs.ready,
         throughput_per_worker=_per_worker_rate(heartbeats),
     )
-    decision: Decision | None = None
-    if poll or mem.last_poll == 0.0:
-        decision = decide(spec, lag if lag_error is None else None, observed, mem.scaler, now,
-                          lag_error)
-        mem.scaler = decision.state
-        result.decision = decision
-    warm_target = decision.warm if decision else observed.warm_replicas
-    cold_target = decision.cold if decision else observed.cold_replicas
-
-    if decision is not None:
-        await _rank_for_scale_down(rt, namespace, pods, heartbeats, observed, decision)
+    decision = decide(spec, lag, observed, mem.scaler, now, lag_error)
+    mem.scaler = decision.state
+    moves = _moves(observed, decision)
+    await _rank_for_scale_down(rt, namespace, pods, heartbeats, moves)
 
     applied = False
     if len(models) == len(spec.models):
         ctx = builders.PoolContext(
             namespace=namespace, name=name, uid=meta["uid"], spec=spec, models=models,
             pool_labels=dict(meta.get("labels") or {}), defaults=rt.config.defaults,
-            warm_replicas=warm_target, cold_replicas=cold_target)
+            warm_replicas=decision.warm, cold_replicas=decision.cold)
         try:
             for child in builders.pool_children(ctx):
                 await rt.kube.apply(child)
@@ -270,33 +281,26 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], mem: PoolMemory,
         except KubeError as err:
             problems.append(f"applying children: {err}")
 
-    scaled = False
-    if applied and decision is not None and decision.changed:
-        scaled = True
-        for role, before, after in ((naming.ROLE_WARM, observed.warm_replicas, decision.warm),
-                                    (naming.ROLE_COLD, observed.cold_replicas, decision.cold)):
-            if before != after:
-                direction = "up" if after > before else "down"
-                rt.metrics.scale_events.labels(namespace, name, role, direction).inc()
-        moves = [f"{role} {before}→{after}" for role, before, after in (
-            (naming.ROLE_WARM, observed.warm_replicas, decision.warm),
-            (naming.ROLE_COLD, observed.cold_replicas, decision.cold)) if before != after]
-        result.events.append(PassEvent("Normal", "Scaled",
-                                       f"{', '.join(moves)}: {decision.reason}"))
-    if poll and lag_error and not mem.lag_failing:
+    scaled = applied and bool(moves)
+    if scaled:
+        for role, before, after in moves:
+            direction = "up" if after > before else "down"
+            rt.metrics.scale_events.labels(namespace, name, role, direction).inc()
+        changes = ", ".join(f"{role} {before}→{after}" for role, before, after in moves)
+        result.events.append(PassEvent("Normal", "Scaled", f"{changes}: {decision.reason}"))
+    if lag_error and not mem.lag_failing:
         result.events.append(PassEvent("Warning", "QueueMetricsUnavailable",
                                        f"holding replicas: {lag_error}"))
-    elif poll and not lag_error and mem.lag_failing:
+    elif not lag_error and mem.lag_failing:
         result.events.append(PassEvent("Normal", "QueueMetricsRestored",
                                        "consumer lag readable again; autoscaling resumed"))
-    if poll:
-        mem.lag_failing = lag_error is not None
+    mem.lag_failing = lag_error is not None
 
     obs = PoolObservation(
         generation=generation,
-        warm=RoleObservation(desired=warm_target, replicas=warm_obs.replicas,
+        warm=RoleObservation(desired=decision.warm, replicas=warm_obs.replicas,
                              ready=warm_obs.ready, pending=warm_obs.pending),
-        cold=RoleObservation(desired=cold_target, replicas=cold_obs.replicas,
+        cold=RoleObservation(desired=decision.cold, replicas=cold_obs.replicas,
                              ready=cold_obs.ready, pending=cold_obs.pending),
         queue=QueueObservation(
             lag_by_tier={t.tier: t.lag for t in lag.tiers} if lag else {},
@@ -304,16 +308,15 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], mem: PoolMemory,
         heartbeats=heartbeats,
         problems=problems,
         scaled=scaled,
-        scale_reason=decision.reason if decision else None,
-        scaling_held=bool(decision and decision.held),
+        scale_reason=decision.reason,
+        scaling_held=decision.held,
         stalled=stalled,
     )
     new_status = pool_status(spec, obs, old_status, datetime.now(UTC))
     await rt.kube.patch_status(naming.API_VERSION, naming.GENERATIONPOOL_KIND, namespace, name,
                                new_status.to_wire())
     _export_metrics(rt, namespace, name, new_status)
-    if poll:
-        mem.last_poll = now
+    mem.last_poll = now
     mem.last_generation = generation
     rt.metrics.reconcile_seconds.labels("GenerationPool").observe(time.monotonic() - started)
     return result
@@ -325,12 +328,10 @@ def _pod_ready(pod: Mapping[str, Any]) -> bool:
 
 
 async def _rank_for_scale_down(rt: Runtime, namespace: str, pods: list[dict[str, Any]],
-                               heartbeats: list[Heartbeat], observed: Observed,
-                               decision: Decision) -> None:
+                               heartbeats: list[Heartbeat],
+                               moves: list[tuple[str, int, int]]) -> None:
     """Before a role shrinks, mark which of its pods the ReplicaSet should remove first."""
-    shrinking = {role for role, before, after in (
-        (naming.ROLE_WARM, observed.warm_replicas, decision.warm),
-        (naming.ROLE_COLD, observed.cold_replicas, decision.cold)) if after < before}
+    shrinking = {role for role, before, after in moves if after < before}
     if not shrinking:
         return
     busy = {hb.worker: hb.in_flight for hb in heartbeats}
@@ -356,17 +357,3 @@ def _export_metrics(rt: Runtime, namespace: str, name: str, st: GenerationPoolSt
     m.pool_ready.labels(namespace, name, "warm").set(st.warm.ready)
     m.pool_ready.labels(namespace, name, "cold").set(st.cold.ready)
     m.pool_throughput.labels(namespace, name).set(st.throughput)
-
-
-async def _write_status_problem(rt: Runtime, namespace: str, name: str, generation: int | None,
-                                problems: list[str]) -> None:
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    message = "; ".join(problems)
-    await rt.kube.patch_status(
-        naming.API_VERSION, naming.GENERATIONPOOL_KIND, namespace, name,
-        {"observedGeneration": generation, "conditions": [
-            {"type": "Ready", "status": "False", "reason": "InvalidSpec", "message": message,
-             "lastTransitionTime": now, "observedGeneration": generation},
-            {"type": "Degraded", "status": "True", "reason": "InvalidSpec", "message": message,
-             "lastTransitionTime": now, "observedGeneration": generation},
-        ]})

@@ -5,7 +5,6 @@ Created at startup, closed at cleanup, handed to handlers through Kopf's memo: n
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 
 from .config import OperatorConfig
@@ -24,7 +23,6 @@ class Runtime:
     _topics: dict[str, TopicManager] = field(default_factory=dict)
     _lag: dict[str, LagReader] = field(default_factory=dict)
     _heartbeats: dict[str, HeartbeatReader] = field(default_factory=dict)
-    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def topics(self, bootstrap: str) -> TopicManager:
         if bootstrap not in self._topics:

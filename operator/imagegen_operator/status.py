@@ -170,6 +170,15 @@ def pool_status(spec: GenerationPoolSpec, obs: PoolObservation, old: GenerationP
     )
 
 
+def invalid_spec_conditions(message: str, generation: int | None,
+                            old: Iterable[Condition], now: datetime) -> list[Condition]:
+    """A spec the models refuse (the CRD schema lets little through): not Ready, Degraded."""
+    return merge_conditions(old, [
+        _cond(READY, "False", "InvalidSpec", message, generation),
+        _cond(DEGRADED, "True", "InvalidSpec", message, generation),
+    ], now)
+
+
 def model_status(generation: int | None, *, resolved_source: str, cached: str,
                  used_by: Sequence[str], problems: Sequence[str], deleting_blocked: str | None,
                  old: ImageModelStatus | None, now: datetime) -> ImageModelStatus:

@@ -76,9 +76,9 @@ def stack() -> StackEnv:
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 
 
-@pytest.fixture(scope="session")
-def kubectl(stack: StackEnv) -> Kubectl:
-    """kubectl(*args, check=True, input=None) with the stack's kubectl and admin kubeconfig."""
+def kubectl_runner(stack: StackEnv) -> Kubectl:
+    """kubectl(*args, check=True, input=None) with the stack's kubectl and admin kubeconfig
+    (the fixture below; the benchmarks use it directly)."""
 
     def run(*args: str, check: bool = True, input: str | None = None,
             timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -89,6 +89,11 @@ def kubectl(stack: StackEnv) -> Kubectl:
         return proc
 
     return run
+
+
+@pytest.fixture(scope="session")
+def kubectl(stack: StackEnv) -> Kubectl:
+    return kubectl_runner(stack)
 
 
 def unique(prefix: str) -> str:
@@ -150,19 +155,27 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def crds(kubectl: Kubectl) -> None:
+def apply_crds(kubectl: Kubectl) -> None:
     """The two CRDs from crds/, applied and Established."""
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
     kubectl("wait", "--for=condition=Established", "--timeout=60s",
             "crd/imagemodels.imagegen.dev", "crd/generationpools.imagegen.dev")
 
 
-class OperatorProcess:
-    """The real operator (`python -m imagegen_operator`) as a local process against the stack."""
+@pytest.fixture(scope="session")
+def crds(kubectl: Kubectl) -> None:
+    apply_crds(kubectl)
 
-    def __init__(self, stack: StackEnv) -> None:
+
+class OperatorProcess:
+    """The real operator (`python -m imagegen_operator`) as a local process against the stack,
+    watching `watch` (IMAGEGEN_WATCH_NAMESPACES: names or globs). By default only the tests' own
+    namespaces (see k8s_namespace), so an operator under test elsewhere (the Helm install test,
+    a benchmark) is never raced by this one."""
+
+    def __init__(self, stack: StackEnv, watch: str = "") -> None:
         self.stack = stack
+        self.watch = watch or f"{TEST_NAMESPACE_PREFIX}-*"
         self.health_port = free_port()
         self.metrics_port = free_port()
         self.log_path = stack.state_dir / "logs" / f"operator-test-{uuid.uuid4().hex[:6]}.log"
@@ -174,9 +187,7 @@ class OperatorProcess:
 
         env = {**os.environ, **self.stack.env,
                "IMAGEGEN_OPERATOR_STANDALONE": "1",
-               # Only the tests' own namespaces (see k8s_namespace): an operator under test in
-               # another namespace (the Helm install test) is never raced by this one.
-               "IMAGEGEN_WATCH_NAMESPACES": f"{TEST_NAMESPACE_PREFIX}-*",
+               "IMAGEGEN_WATCH_NAMESPACES": self.watch,
                "IMAGEGEN_HTTP_PORT": str(self.health_port),
                "IMAGEGEN_METRICS_PORT": str(self.metrics_port),
                "IMAGEGEN_MODEL_POLL_SECONDS": "2",

@@ -12,6 +12,7 @@ from imagegen_api import naming
 from imagegen_api.specs import ImageModelSpec
 
 from .context import OperatorDefaults, Owner
+from .workerconfig import config_hash
 
 Manifest = dict[str, Any]
 
@@ -50,6 +51,12 @@ def cache_pvc(namespace: str, model: str, spec: ImageModelSpec, owner: Owner) ->
     }
 
 
+def spec_hash(spec: ImageModelSpec) -> str:
+    """Which spec a prefetch Job downloads for; a Job's pod template is immutable, so a new
+    hash means a new Job."""
+    return config_hash(spec.model_dump_json())
+
+
 def prefetch_job(namespace: str, model: str, spec: ImageModelSpec, owner: Owner,
                  defaults: OperatorDefaults, image: str, revision_hash: str) -> Manifest | None:
     pf = spec.prefetch
@@ -63,7 +70,7 @@ def prefetch_job(namespace: str, model: str, spec: ImageModelSpec, owner: Owner,
         for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
             env.append({"name": key, "valueFrom": {"secretKeyRef": {
                 "name": defaults.s3_credentials_secret, "key": key, "optional": True}}})
-    labels = {**_labels(model), "imagegen.dev/spec-hash": revision_hash}
+    labels = {**_labels(model), naming.LABEL_SPEC_HASH: revision_hash}
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

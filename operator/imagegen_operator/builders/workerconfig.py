@@ -55,5 +55,6 @@ def worker_config(ctx: PoolContext) -> WorkerConfig:
 
 
 def config_hash(text: str) -> str:
-    """Stamped on the pod template so a config change rolls the workers."""
+    """A short digest of rendered text: on the pod template a config change rolls the workers;
+    on a prefetch Job it names the model spec downloaded."""
     return hashlib.sha256(text.encode()).hexdigest()[:16]

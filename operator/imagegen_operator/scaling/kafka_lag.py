@@ -87,7 +87,7 @@ class LagReader:
                 await consumer.start()
         except (KafkaError, OSError, TimeoutError) as err:
             await _close_quietly(admin, consumer)
-            msg = f"Kafka at {self.bootstrap} unreachable: {_describe(err)}"
+            msg = f"Kafka at {self.bootstrap} unreachable: {describe_kafka_error(err)}"
             raise LagUnavailable(msg) from err
         self._admin, self._consumer = admin, consumer
 
@@ -114,7 +114,7 @@ class LagReader:
                 self._coordinators.pop(group, None)
                 raise LagUnavailable(
                     f"reading lag of group {group} from Kafka at {self.bootstrap} failed: "
-                    f"{_describe(err)}"
+                    f"{describe_kafka_error(err)}"
                 ) from err
             read_ms = (time.perf_counter() - started) * 1000
             return compute_lag(tier_topics, ends, committed, begins, read_ms=read_ms)
@@ -162,7 +162,8 @@ class LagReader:
         return {t: self._partitions[t] for t in topics}
 
 
-def _describe(err: BaseException) -> str:
+def describe_kafka_error(err: BaseException) -> str:
+    """`KafkaConnectionError: Unable to bootstrap ...`, `timed out`: the class named once."""
     if isinstance(err, TimeoutError):
         return "timed out"
     name, text = type(err).__name__, str(err)

@@ -119,29 +119,6 @@ def _busiest_partitions(tiers: Iterable[TierLag]) -> int:
     return best.partitions if best is not None else 0
 
 
-def stalled(
-    prev_parts: Iterable[PartitionLag], cur_parts: Iterable[PartitionLag]
-) -> list[PartitionLag]:
-    """Partitions with a backlog whose committed offset did not move between two reads while
-    another partition's did: a stuck consumer (poison message, hung worker), not an idle group.
-
-    Returns the current entries of the stalled partitions, in input order.
-    """
-    prev = {(p.topic, p.partition): p for p in prev_parts}
-    cur = list(cur_parts)
-    moved = False
-    candidates: list[PartitionLag] = []
-    for p in cur:
-        before = prev.get((p.topic, p.partition))
-        if before is None:
-            continue
-        if p.committed != before.committed:
-            moved = True
-        elif p.lag > 0 and before.lag > 0:
-            candidates.append(p)
-    return candidates if moved else []
-
-
 # A backlog whose committed offset has not moved for this long while workers are ready is
 # reported: a hung worker or a batch far slower than expected (poison messages go to the
 # dead-letter topic after maxAttempts, so they do not stall a partition forever).
@@ -166,18 +143,33 @@ def track_stalls(
     return out
 
 
+@dataclass(frozen=True)
+class Stall:
+    topic: str
+    partition: int
+    lag: int
+    seconds: float  # since the committed offset last moved
+
+    @property
+    def where(self) -> str:
+        return f"{self.topic}:{self.partition}"
+
+    def __str__(self) -> str:
+        return f"{self.where} (lag {self.lag}, no progress for {self.seconds:.0f}s)"
+
+
 def stalled_for(
     since: Mapping[TopicPartition, tuple[int | None, float]], current: LagSnapshot, now: float,
     threshold: float = STALL_SECONDS, per_topic: Mapping[str, float] | None = None,
-) -> list[str]:
-    """Readable lines for partitions stuck at least their threshold (oldest first).
+) -> list[Stall]:
+    """Partitions stuck at least their threshold, the longest first.
 
     `per_topic` raises the threshold of a topic: a low tier legitimately waits while higher
     tiers are served, up to its maxWaitSeconds (the workers' starvation guard).
     """
     lag = {(p.topic, p.partition): p.lag for p in current.partitions}
     limits = per_topic or {}
-    stuck = sorted(((now - at, key) for key, (_, at) in since.items()
-                    if now - at >= max(threshold, limits.get(key[0], 0.0))), reverse=True)
-    return [f"{topic}:{part} (lag {lag.get((topic, part), 0)}, no progress for {age:.0f}s)"
-            for age, (topic, part) in stuck]
+    stuck = [Stall(topic, part, lag.get((topic, part), 0), now - at)
+             for (topic, part), (_, at) in since.items()
+             if now - at >= max(threshold, limits.get(topic, 0.0))]
+    return sorted(stuck, key=lambda s: s.seconds, reverse=True)

@@ -8,7 +8,8 @@ from imagegen_operator.scaling.lag import (
     PartitionLag,
     compute_lag,
     partition_lag,
-    stalled,
+    stalled_for,
+    track_stalls,
 )
 
 TIERS = {"turbo": "t.turbo", "fast": "t.fast", "relax": "t.relax"}
@@ -115,34 +116,38 @@ def _parts(committed: list[int | None], lags: list[int]) -> list[PartitionLag]:
     ]
 
 
+def _snap(parts: list[PartitionLag]) -> LagSnapshot:
+    return LagSnapshot(tiers=(), total=sum(p.lag for p in parts), partitions_total=len(parts),
+                       busiest_tier_partitions=len(parts), read_ms=0.0, missing_commits=0,
+                       partitions=tuple(parts))
+
+
 @pytest.mark.parametrize(
     ("prev", "cur", "stuck"),
     [
         # partition 1 has a backlog and did not move while 0 moved: stuck
         (_parts([10, 50], [90, 50]), _parts([20, 50], [80, 50]), [1]),
-        # nothing moved at all: an idle or stopped group, not one stuck partition
-        (_parts([10, 50], [90, 50]), _parts([10, 50], [90, 50]), []),
+        # nothing moved: both stuck (the operator only asks while workers are ready; a group
+        # without ready workers is "waiting for workers", told by the Ready condition)
+        (_parts([10, 50], [90, 50]), _parts([10, 50], [90, 50]), [0, 1]),
         # did not move but has no backlog: fine
         (_parts([10, 100], [90, 0]), _parts([20, 100], [80, 0]), []),
         # all moved
         (_parts([10, 50], [90, 50]), _parts([20, 60], [80, 40]), []),
         # never committed, others moved, backlog: stuck (no consumer takes it)
         (_parts([10, None], [90, 100]), _parts([20, None], [80, 100]), [1]),
+        # a partition first seen now has not been stuck for any time yet
+        (_parts([10], [90]), [*_parts([10], [90]), PartitionLag("t", 1, 5, None, 5)], [0]),
     ],
 )
 def test_stalled(prev: list[PartitionLag], cur: list[PartitionLag], stuck: list[int]) -> None:
-    assert [p.partition for p in stalled(prev, cur)] == stuck
-
-
-def test_stalled_ignores_new_partitions() -> None:
-    prev = _parts([10], [90])
-    cur = [*_parts([20], [80]), PartitionLag("t", 1, 5, None, 5)]
-    assert stalled(prev, cur) == []
+    since = track_stalls({}, _snap(prev), now=0.0)
+    since = track_stalls(since, _snap(cur), now=200.0)
+    found = stalled_for(since, _snap(cur), now=200.0, threshold=100.0)
+    assert sorted(s.partition for s in found) == stuck
 
 
 def test_track_stalls_and_report_after_the_threshold() -> None:
-    from imagegen_operator.scaling.lag import compute_lag, stalled_for, track_stalls
-
     topic = "imagegen.ns.p.turbo"
 
     def snap(committed: list[int], end: list[int]) -> object:
@@ -158,7 +163,7 @@ def test_track_stalls_and_report_after_the_threshold() -> None:
     assert stalled_for(since, s1, now=60.0) == []  # type: ignore[arg-type]
     s2 = snap([0, 9], [10, 10])
     since = track_stalls(since, s2, now=130.0)  # type: ignore[arg-type]
-    assert stalled_for(since, s2, now=130.0) == [  # type: ignore[arg-type]
+    assert [str(s) for s in stalled_for(since, s2, now=130.0)] == [  # type: ignore[arg-type]
         f"{topic}:0 (lag 10, no progress for 130s)"]
     # It moves: the clock starts again; drained partitions are forgotten.
     s3 = snap([1, 10], [10, 10])
