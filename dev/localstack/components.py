@@ -138,6 +138,13 @@ def _prepare_kwok(lay: Layout) -> None:
     ]
     (lay.state / "kwok").mkdir(parents=True, exist_ok=True)
     (lay.state / "kwok" / "stages.yaml").write_text("\n---\n".join(p.strip() for p in parts) + "\n")
+    # Node leases held by a previous KWOK process: KWOK 0.8 only creates leases, and fails with
+    # "already exists" on a restart, leaving the nodes without heartbeats (not Ready). Every
+    # lease in kube-node-lease here belongs to the fake nodes.
+    try:
+        _kubectl(lay, "delete", "lease", "--all", "-n", "kube-node-lease", "--ignore-not-found")
+    except (RuntimeError, subprocess.TimeoutExpired):
+        pass  # first start: nothing to clean up
 
 
 def _kwok(lay: Layout) -> list[str]:
@@ -193,6 +200,8 @@ def _create_nodes(lay: Layout) -> None:
         lay,
         "apply",
         "--server-side",
+        # The stack owns its fake nodes: take fields back from any hand edit.
+        "--force-conflicts",
         "--field-manager=dev-stack",
         "-f",
         str(DEV / "kwok" / "nodes.yaml"),
