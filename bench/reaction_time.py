@@ -371,8 +371,9 @@ def main() -> None:
         m = s.summary()
         goal = ("-" if m["goal_s"] is None else
                 f"<= {m['goal_s']:.0f} s: {'met' if m['meets_goal'] else 'MISSED'}")
-        print(f"{s.label:28} {m['n']:>2} {m['p50_s']:>7.3f} {m['max_s']:>7.3f} "
-              f"{m['min_s']:>7.3f}  {goal}")
+        cells = " ".join("      -" if m[k] is None else f"{m[k]:>7.3f}"
+                         for k in ("p50_s", "max_s", "min_s"))
+        print(f"{s.label:28} {m['n']:>2} {cells}  {goal}")
 
 
 if __name__ == "__main__":
