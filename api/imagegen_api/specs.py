@@ -6,9 +6,10 @@ and a test fails if the files drift. The operator parses every CR through them o
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, JsonValue, field_validator, model_validator
 
 from . import naming
 from .base import JsonDict, KubeModel, cel
@@ -26,6 +27,31 @@ SOURCE_PATTERN = (
     r"|file:///[^\s]*"
     r"|builtin://tiny-sdxl)$"
 )
+# Local sources the worker refuses to read (pipelines/sources.py checks the same after decoding):
+# a `..` segment (also percent-encoded) would leave the claim's volume, and /dev, /proc, /sys
+# hold devices and kernel files that are not weights (file:///dev/zero would hash forever).
+_PARENT_SEGMENT = r"^(pvc|file)://.*(/|%2[fF])([.]|%2[eE]){2}(/|%2[fF]|$)"
+_KERNEL_FILES = r"^file:///(dev|proc|sys)(/|$)"
+SOURCE_RULES: tuple[tuple[str, str], ...] = (
+    (_PARENT_SEGMENT, ("a '..' path segment is not allowed in pvc:// or file:// sources "
+                       "(the path must stay inside the volume it names)")),
+    (_KERNEL_FILES, ("file:// sources may not read /dev, /proc or /sys (devices and kernel "
+                     "files are not weights)")),
+)
+
+
+def _source_rules() -> list[JsonValue]:
+    return [cel(f"!self.matches('{rx}')", msg) for rx, msg in SOURCE_RULES]
+
+
+def check_source(uri: str) -> str:
+    """The pydantic side of SOURCE_RULES (the operator and the prefetch parse specs with it)."""
+    for rx, msg in SOURCE_RULES:
+        if re.search(rx, uri):
+            raise ValueError(f"source {uri!r}: {msg}")
+    return uri
+
+
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|M|G|T)?$"
 
@@ -55,8 +81,11 @@ class ModelLimits(KubeModel):
 
 class LoraAdapter(KubeModel):
     name: str = Field(pattern=DNS_LABEL, max_length=63)
-    source: str = Field(pattern=SOURCE_PATTERN, max_length=512)
+    source: str = Field(pattern=SOURCE_PATTERN, max_length=512,
+                        json_schema_extra={"x-kubernetes-validations": _source_rules()})
     weight: float = Field(1.0, ge=-5, le=5)
+
+    _safe_source = field_validator("source")(check_source)
 
 
 class Prefetch(KubeModel):
@@ -111,7 +140,8 @@ class ImageModelSpec(KubeModel):
                 cel(
                     "self == oldSelf",
                     "source is immutable: create a new ImageModel to serve other weights",
-                )
+                ),
+                *_source_rules(),
             ]
         },
     )
@@ -128,6 +158,8 @@ class ImageModelSpec(KubeModel):
     gpu_memory_gib: int | None = Field(None, alias="gpuMemoryGiB", ge=1, le=1024)
     prefetch: Prefetch | None = None
     optimizations: Optimizations = Optimizations()
+
+    _safe_source = field_validator("source")(check_source)
 
     @model_validator(mode="after")
     def _cross_field(self) -> ImageModelSpec:

@@ -22,6 +22,7 @@ ENV_S3_CREDENTIALS_SECRET = "IMAGEGEN_S3_CREDENTIALS_SECRET"
 ENV_DEFAULT_WORKER_IMAGE = "IMAGEGEN_DEFAULT_WORKER_IMAGE"
 ENV_MODEL_POLL_SECONDS = "IMAGEGEN_MODEL_POLL_SECONDS"
 ENV_STALL_SECONDS = "IMAGEGEN_STALL_SECONDS"
+ENV_ALLOWED_IMAGES = "IMAGEGEN_ALLOWED_IMAGES"
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,9 @@ class OperatorConfig:
     log_level: str
     # A backlog not moving this long while workers are ready is reported (PartitionStalled).
     stall_seconds: float = 120.0
+    # Worker image prefixes pools may run (registries or repositories); empty: any image. A pool
+    # whose image matches none is Degraded (ImageNotAllowed) and gets no workers.
+    allowed_images: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -69,4 +73,6 @@ class OperatorConfig:
             model_poll_seconds=float(opt(ENV_MODEL_POLL_SECONDS) or 10),
             log_level=(opt(ENV_LOG_LEVEL) or "INFO").upper(),
             stall_seconds=float(opt(ENV_STALL_SECONDS) or 120),
+            allowed_images=tuple(p.strip() for p in (opt(ENV_ALLOWED_IMAGES) or "").split(",")
+                                 if p.strip()),
         )

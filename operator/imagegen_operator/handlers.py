@@ -2,10 +2,18 @@
 
 A pool is reconciled on create/update/resume at once, and by a 1-second timer gated to the pool's
 autoscaling.pollSeconds (Kopf timers have a fixed interval; the gate makes the period per pool).
+
+Indexes (kept by Kopf from watch events, so a pass reads them instead of calling the API):
+ImageModel specs, worker Deployments and worker pods for the pool pass, and pools by model for
+the ImageModel pass (`usedBy`, deletion blocking).
+
+A pass is bounded as a whole (PASS_TIMEOUT_S, on top of each call's own timeout): a pass that
+hangs never holds the pool's lock, and with it the pool's other handlers, for longer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -13,13 +21,15 @@ from typing import Any
 import kopf
 from imagegen_api import naming
 
-from . import models, pools
+from . import models, pool_observe, pools
 from .runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 POOLS = (naming.GROUP, naming.VERSION, naming.GENERATIONPOOL_PLURAL)
 MODELS = (naming.GROUP, naming.VERSION, naming.IMAGEMODEL_PLURAL)
+WORKERS = {naming.LABEL_POOL: kopf.PRESENT}
+PASS_TIMEOUT_S = 60.0
 
 
 def _runtime(memo: kopf.Memo) -> Runtime:
@@ -29,23 +39,62 @@ def _runtime(memo: kopf.Memo) -> Runtime:
     return rt
 
 
+# --- indexes ---------------------------------------------------------------------------------
+
+
+@kopf.index(*MODELS)
+def model_specs(namespace: str | None, name: str, spec: kopf.Spec, **_: Any) -> dict[Any, Any]:
+    return {(namespace, name): dict(spec)}
+
+
+@kopf.index(*POOLS)
+def pools_by_model(namespace: str | None, name: str, spec: kopf.Spec, meta: kopf.Meta,
+                   **_: Any) -> dict[Any, Any]:
+    if meta.get("deletionTimestamp"):
+        return {}  # a pool being deleted no longer holds its models
+    return {(namespace, model): name for model in spec.get("models") or []}
+
+
+@kopf.index("apps", "v1", "deployments", labels=WORKERS)
+def worker_deployments(namespace: str | None, name: str, body: kopf.Body,
+                       **_: Any) -> dict[Any, Any]:
+    return {(namespace, name): pool_observe.deployment_view(body)}
+
+
+@kopf.index("", "v1", "pods", labels=WORKERS)
+def worker_pods(namespace: str | None, labels: kopf.Labels, body: kopf.Body,
+                **_: Any) -> dict[Any, Any]:
+    return {(namespace, labels[naming.LABEL_POOL]): pool_observe.pod_view(body)}
+
+
+# --- GenerationPool --------------------------------------------------------------------------
+
+
 def _pool_memory(memo: kopf.Memo) -> pools.PoolMemory:
     mem = memo.get("pool")
-    if not isinstance(mem, pools.PoolMemory):
-        mem = pools.PoolMemory()
-        memo["pool"] = mem
-    return mem
+    return mem if isinstance(mem, pools.PoolMemory) else pools.PoolMemory()
 
 
-async def _pool_pass(body: kopf.Body, memo: kopf.Memo) -> None:
+def _pool_lock(memo: kopf.Memo) -> asyncio.Lock:
+    lock = memo.get("pool_lock")
+    if not isinstance(lock, asyncio.Lock):
+        lock = asyncio.Lock()
+        memo["pool_lock"] = lock
+    return lock
+
+
+async def _pool_pass(body: kopf.Body, memo: kopf.Memo, kw: dict[str, Any]) -> None:
     rt = _runtime(memo)
-    mem = _pool_memory(memo)
-    async with mem.lock:
+    indexes = pool_observe.Indexes(models=kw["model_specs"],
+                                   deployments=kw["worker_deployments"], pods=kw["worker_pods"])
+    async with _pool_lock(memo):
         try:
-            result = await pools.reconcile(rt, body, mem)
+            async with asyncio.timeout(PASS_TIMEOUT_S):
+                result = await pools.reconcile(rt, body, _pool_memory(memo), indexes)
         except Exception:
             rt.metrics.reconciles.labels("GenerationPool", "error").inc()
             raise
+        memo["pool"] = result.memory
     rt.metrics.reconciles.labels("GenerationPool",
                                  "degraded" if result.problems else "ok").inc()
     for ev in result.events:
@@ -57,19 +106,19 @@ async def _pool_pass(body: kopf.Body, memo: kopf.Memo) -> None:
 @kopf.on.resume(*POOLS)
 @kopf.on.create(*POOLS)
 @kopf.on.update(*POOLS, field="spec")
-async def pool_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    await _pool_pass(body, memo)
+async def pool_changed(body: kopf.Body, memo: kopf.Memo, **kw: Any) -> None:
+    await _pool_pass(body, memo, kw)
 
 
 @kopf.timer(*POOLS, interval=1.0, initial_delay=1.0, sharp=False)
 async def pool_tick(body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, memo: kopf.Memo,
-                    **_: Any) -> None:
+                    **kw: Any) -> None:
     if meta.get("deletionTimestamp"):
         return
-    mem = _pool_memory(memo)
-    if mem.lock.locked() or not pools.is_due(mem, spec, meta.get("generation"), time.time()):
+    if _pool_lock(memo).locked() or not pools.is_due(_pool_memory(memo), spec,
+                                                     meta.get("generation"), time.time()):
         return
-    await _pool_pass(body, memo)
+    await _pool_pass(body, memo, kw)
 
 
 @kopf.on.delete(*POOLS, optional=True)
@@ -80,10 +129,15 @@ async def pool_deleted(namespace: str | None, name: str | None, memo: kopf.Memo,
         _runtime(memo).metrics.forget_pool(namespace, name)
 
 
-async def _model_pass(body: kopf.Body, memo: kopf.Memo, deleting: bool = False) -> None:
+# --- ImageModel ------------------------------------------------------------------------------
+
+
+async def _model_pass(body: kopf.Body, memo: kopf.Memo, kw: dict[str, Any],
+                      deleting: bool = False) -> None:
     rt = _runtime(memo)
     try:
-        actions = await models.reconcile(rt, body, deleting=deleting)
+        async with asyncio.timeout(PASS_TIMEOUT_S):
+            actions = await models.reconcile(rt, body, kw["pools_by_model"], deleting=deleting)
     except models.ModelInUse as err:
         rt.metrics.reconciles.labels("ImageModel", "blocked").inc()
         kopf.event(body, type="Warning", reason="DeletionBlocked", message=str(err))
@@ -97,12 +151,12 @@ async def _model_pass(body: kopf.Body, memo: kopf.Memo, deleting: bool = False) 
 @kopf.on.resume(*MODELS)
 @kopf.on.create(*MODELS)
 @kopf.on.update(*MODELS, field="spec")
-async def model_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    await _model_pass(body, memo)
+async def model_changed(body: kopf.Body, memo: kopf.Memo, **kw: Any) -> None:
+    await _model_pass(body, memo, kw)
 
 
 @kopf.timer(*MODELS, interval=1.0, initial_delay=2.0)
-async def model_tick(body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
+async def model_tick(body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, **kw: Any) -> None:
     """Refreshes prefetch progress and usedBy every IMAGEGEN_MODEL_POLL_SECONDS (default 10)."""
     if meta.get("deletionTimestamp"):
         return
@@ -111,10 +165,10 @@ async def model_tick(body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, **_: Any
     if isinstance(last, float) and now - last < _runtime(memo).config.model_poll_seconds:
         return
     memo["model_polled_at"] = now
-    await _model_pass(body, memo)
+    await _model_pass(body, memo, kw)
 
 
 @kopf.on.delete(*MODELS)
-async def model_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def model_deleted(body: kopf.Body, memo: kopf.Memo, **kw: Any) -> None:
     """Blocks deletion (the finalizer stays) while a pool still serves the model."""
-    await _model_pass(body, memo, deleting=True)
+    await _model_pass(body, memo, kw, deleting=True)

@@ -2,17 +2,20 @@
 
 Server-side apply with field manager `imagegen-operator` and force: the operator owns what it
 renders, so a manual edit of a child field it sets is reverted on the next pass. 404 and 409 are
-translated here into return values / one exception type the handlers understand.
+translated here into return values / one exception type the handlers understand, and so are
+timeouts and connection errors: every call has a total timeout (REQUEST_TIMEOUT_S).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import os
 from types import TracebackType
 from typing import Any
 
+import aiohttp
 from imagegen_api import naming
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -20,6 +23,11 @@ from kubernetes_asyncio.client.exceptions import ApiException
 log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
+
+# Every call ends within these (seconds): one hung request must never hold a pool's pass, and
+# with it the pool's other handlers (deletion included), for longer.
+REQUEST_TIMEOUT_S = 10.0
+CONNECT_TIMEOUT_S = 5.0
 
 # apiVersion/kind → (path prefix, plural). Only what the operator manages or reads.
 _RESOURCES: dict[tuple[str, str], str] = {
@@ -96,17 +104,25 @@ class Kube:
                     query: list[tuple[str, str]] | None = None,
                     content_type: str = "application/json") -> Obj | None:
         try:
-            result = await self.api.call_api(
-                path, method, query_params=query or [], body=body,
-                header_params={"Content-Type": content_type, "Accept": "application/json"},
-                response_types_map={200: "object", 201: "object"},
-                auth_settings=["BearerToken"], _return_http_data_only=True,
-                _request_timeout=30,
-            )
+            # Both bounds: aiohttp's per request, asyncio's around the whole call (a hung
+            # response body or TLS read included). A timeout is a KubeError like any failure.
+            async with asyncio.timeout(REQUEST_TIMEOUT_S + 1):
+                result = await self.api.call_api(
+                    path, method, query_params=query or [], body=body,
+                    header_params={"Content-Type": content_type, "Accept": "application/json"},
+                    response_types_map={200: "object", 201: "object"},
+                    auth_settings=["BearerToken"], _return_http_data_only=True,
+                    _request_timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S,
+                                                           sock_connect=CONNECT_TIMEOUT_S),
+                )
         except ApiException as err:
             if err.status == 404:
                 return None
             raise KubeError(what, err.status, _detail(err)) from err
+        except TimeoutError as err:
+            raise KubeError(what, None, f"no answer within {REQUEST_TIMEOUT_S:g} s") from err
+        except aiohttp.ClientError as err:
+            raise KubeError(what, None, f"{type(err).__name__}: {err}") from err
         return result if isinstance(result, dict) else None
 
     async def apply(self, obj: Obj) -> Obj:

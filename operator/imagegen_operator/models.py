@@ -1,9 +1,14 @@
-"""One reconcile pass of an ImageModel: validate, resolve, prefetch, report who uses it."""
+"""One reconcile pass of an ImageModel: validate, resolve, prefetch, report who uses it.
+
+Called by the ImageModel handlers (handlers.py). Who uses a model comes from Kopf's
+pools-by-model index, not from listing every pool per pass; the status is patched only when it
+changes.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,7 +20,7 @@ from pydantic import ValidationError
 from . import builders
 from .k8s import KubeError
 from .runtime import Runtime
-from .status import model_status
+from .status import model_status, status_differs
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +49,15 @@ def job_state(job: Mapping[str, Any] | None) -> str:
     return "InProgress" if st.get("active") or st.get("startTime") else "Pending"
 
 
-async def users(rt: Runtime, namespace: str, model: str) -> list[str]:
-    pools = await rt.kube.list(naming.API_VERSION, naming.GENERATIONPOOL_KIND, namespace)
-    return sorted(p["metadata"]["name"] for p in pools
-                  if model in ((p.get("spec") or {}).get("models") or [])
-                  and not p["metadata"].get("deletionTimestamp"))
+def users(pools_by_model: Mapping[Any, Collection[Any]], namespace: str,
+          model: str) -> list[str]:
+    """Pools (not being deleted) that name the model, from the pools-by-model index."""
+    return sorted({str(p) for p in pools_by_model.get((namespace, model)) or ()})
 
 
-async def reconcile(rt: Runtime, body: Mapping[str, Any], deleting: bool = False) -> list[str]:
+async def reconcile(rt: Runtime, body: Mapping[str, Any],
+                    pools_by_model: Mapping[Any, Collection[Any]],
+                    deleting: bool = False) -> list[str]:
     """Returns what it did (for Events). Raises ModelInUse when deleting a model in use."""
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
@@ -70,7 +76,7 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], deleting: bool = False
         problems.append(first_error(err))
         spec = None
 
-    used_by = await users(rt, namespace, name)
+    used_by = users(pools_by_model, namespace, name)
     blocked = None
     if deleting and used_by:
         blocked = (f"deletion waits: GenerationPool(s) {', '.join(used_by)} still serve this "
@@ -108,8 +114,10 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], deleting: bool = False
         generation, resolved_source=resolved_source(spec) if spec else "",
         cached=cached, used_by=used_by, problems=problems, deleting_blocked=blocked, old=old,
         now=datetime.now(UTC))
-    await rt.kube.patch_status(naming.API_VERSION, naming.IMAGEMODEL_KIND, namespace, name,
-                               status.to_wire())
+    wire = status.to_wire()
+    if status_differs(wire, body.get("status")):
+        await rt.kube.patch_status(naming.API_VERSION, naming.IMAGEMODEL_KIND, namespace, name,
+                                   wire)
     if blocked:
         raise ModelInUse(blocked)
     return actions

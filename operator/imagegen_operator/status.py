@@ -6,9 +6,10 @@ changes, and every condition carries the generation it was computed for.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from imagegen_api.messages import Heartbeat
 from imagegen_api.specs import (
@@ -20,6 +21,8 @@ from imagegen_api.specs import (
     QueueStatus,
     RolePoolStatus,
 )
+
+from .problems import Problem
 
 READY = "Ready"
 SCALING = "Scaling"
@@ -60,8 +63,9 @@ class PoolObservation:
     cold: RoleObservation
     queue: QueueObservation
     heartbeats: Sequence[Heartbeat] = ()
-    # Problems that make the pool Degraded (missing model, Kafka unreachable, bad spec), readable.
-    problems: Sequence[str] = ()
+    # Problems that make the pool Degraded (missing model, Kafka unreachable, bad spec); the first
+    # one's reason becomes the Degraded condition's reason.
+    problems: Sequence[Problem] = ()
     scaled: bool = False
     scale_reason: str | None = None
     scaling_held: bool = False
@@ -107,8 +111,9 @@ def pool_status(spec: GenerationPoolSpec, obs: PoolObservation, old: GenerationP
     conditions: list[Condition] = []
 
     floor = spec.warm.min_replicas
+    problems = "; ".join(p.message for p in obs.problems)
     if obs.problems:
-        conditions.append(_cond(READY, "False", "Degraded", "; ".join(obs.problems), gen))
+        conditions.append(_cond(READY, "False", "Degraded", problems, gen))
     elif obs.warm.ready >= floor and (ready > 0 or desired == 0):
         conditions.append(_cond(READY, "True", "WorkersReady",
                                 f"{ready}/{desired} workers ready (warm minimum {floor})", gen))
@@ -138,8 +143,8 @@ def pool_status(spec: GenerationPoolSpec, obs: PoolObservation, old: GenerationP
                                 gen))
 
     if obs.problems:
-        conditions.append(_cond(DEGRADED, "True", "ReconcileProblem",
-                                "; ".join([*obs.problems, *obs.stalled]), gen))
+        conditions.append(_cond(DEGRADED, "True", obs.problems[0].reason,
+                                "; ".join([problems, *obs.stalled]), gen))
     elif obs.stalled:
         conditions.append(_cond(DEGRADED, "True", "PartitionStalled",
                                 "no progress while workers are ready: " + ", ".join(obs.stalled),
@@ -219,3 +224,19 @@ def model_status(generation: int | None, *, resolved_source: str, cached: str,
         used_by=list(used_by),
         conditions=merge_conditions(old.conditions, conditions, now),
     )
+
+
+def status_differs(desired: Mapping[str, Any], current: Mapping[str, Any] | None) -> bool:
+    """Would merge-patching `desired` onto `current` change anything? Field by field, nested
+    objects recursively (a merge patch keeps fields it does not name), lists and values as a
+    whole; an absent field and null are the same. No change: no PATCH, and no watch event for
+    every peer of the pool."""
+    current = current or {}
+    for key, want in desired.items():
+        have = current.get(key)
+        if isinstance(want, Mapping) and isinstance(have, Mapping):
+            if status_differs(want, have):
+                return True
+        elif want != have and not (want is None and key not in current):
+            return True
+    return False

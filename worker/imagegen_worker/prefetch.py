@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         prefetch(name, spec, dest=args.dest, force=args.force)
     except Exception as err:  # any failure fails the Job, with the reason in its log
         print(f"prefetch {name}: failed: {type(err).__name__}: {err}", file=sys.stderr)
-        return 1
+        return 2 if _refused(err) else 1
     return 0
 
 
@@ -82,6 +82,13 @@ def prefetch(name: str, spec: ImageModelSpec, *, dest: str | None = None, force:
     say(f"prefetch {name}: done, revision {weights.revision}, {what} in "
         f"{time.monotonic() - started:.1f}s (marker {marker_path})")
     return marker
+
+
+def _refused(err: Exception) -> bool:
+    """A source the worker will not read (a device, an escape from the volume): bad input."""
+    from imagegen_worker.pipelines import sources
+
+    return isinstance(err, sources.UnsafeSource)
 
 
 def say(line: str) -> None:

@@ -53,12 +53,12 @@ class PoolContext:
     spec: GenerationPoolSpec
     # ImageModel name -> spec, for every name in spec.models (the handler refuses missing ones).
     models: dict[str, ImageModelSpec]
+    # Replicas decided by scaling.policy (the one place that decides them, bounds included).
+    warm_replicas: int
+    cold_replicas: int
     # The pool's own metadata.labels: some are propagated to worker pods (the dev runner label).
     pool_labels: dict[str, str] = field(default_factory=dict)
     defaults: OperatorDefaults = OperatorDefaults()
-    # Replicas the autoscaler decided; None before its first decision (then the warm minimum).
-    warm_replicas: int | None = None
-    cold_replicas: int | None = None
 
     @property
     def owner(self) -> Owner:

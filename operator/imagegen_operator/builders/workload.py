@@ -11,6 +11,7 @@ from typing import Any
 from imagegen_api import naming
 from imagegen_api.specs import Toleration
 
+from . import endpoints
 from .context import PoolContext, env_from
 from .workerconfig import config_hash, worker_config
 
@@ -82,14 +83,13 @@ def _env(ctx: PoolContext, role: str) -> list[Manifest]:
         {"name": naming.ENV_MODEL_CACHE, "value": naming.MODEL_CACHE_DIR},
         {"name": "HOME", "value": "/tmp"},
     ]
-    if spec.queue.bootstrap_servers_from is not None:
-        env.append(env_from(naming.ENV_KAFKA_BOOTSTRAP, spec.queue.bootstrap_servers_from))
-    elif spec.queue.bootstrap_servers is None and d.kafka_bootstrap:
-        env.append({"name": naming.ENV_KAFKA_BOOTSTRAP, "value": d.kafka_bootstrap})
-    if spec.cache.redis_url_from is not None:
-        env.append(env_from(naming.ENV_REDIS_URL, spec.cache.redis_url_from))
-    elif spec.cache.redis_url is None and d.redis_url:
-        env.append({"name": naming.ENV_REDIS_URL, "value": d.redis_url})
+    # A literal from the spec goes into the ConfigMap; a reference or the default into env.
+    for env_name, ep in ((naming.ENV_KAFKA_BOOTSTRAP, endpoints.kafka(spec, d)),
+                         (naming.ENV_REDIS_URL, endpoints.redis(spec, d))):
+        if ep.ref is not None:
+            env.append(env_from(env_name, ep.ref))
+        elif ep.source == "default":
+            env.append({"name": env_name, "value": ep.default})
     endpoint = spec.storage.endpoint or d.s3_endpoint
     if endpoint and spec.storage.endpoint is None:
         env.append({"name": naming.ENV_S3_ENDPOINT, "value": endpoint})
@@ -214,15 +214,6 @@ def worker_image(ctx: PoolContext) -> str:
     return ctx.defaults.worker_image
 
 
-def desired_replicas(ctx: PoolContext, role: str) -> int:
-    if role == naming.ROLE_WARM:
-        floor, ceiling = ctx.spec.warm.min_replicas, ctx.spec.warm.max_replicas
-        current = ctx.warm_replicas if ctx.warm_replicas is not None else floor
-        return max(floor, min(current, ceiling))
-    current = ctx.cold_replicas or 0
-    return max(0, min(current, ctx.spec.cold.max_replicas))
-
-
 def deployment(ctx: PoolContext, role: str, config_digest: str) -> Manifest:
     name = naming.deployment_name(ctx.name, role)
     return {
@@ -232,7 +223,8 @@ def deployment(ctx: PoolContext, role: str, config_digest: str) -> Manifest:
                      "labels": {**naming.pool_labels(ctx.name), naming.LABEL_COMPONENT: "worker",
                                 naming.LABEL_ROLE: role}},
         "spec": {
-            "replicas": desired_replicas(ctx, role),
+            # Decided by scaling.policy (bounds included); rendered as is.
+            "replicas": ctx.warm_replicas if role == naming.ROLE_WARM else ctx.cold_replicas,
             "revisionHistoryLimit": 3,
             "selector": {"matchLabels": naming.worker_selector(ctx.name, role)},
             "strategy": ROLLING,

@@ -17,8 +17,11 @@ Order of the rules:
 
 The baseline is the replica count the Deployments ask for, not the ready count: a pod that waits
 for a GPU node (Pending) is capacity on its way, not a failure, and must not trigger more scaling.
-Missing metrics (Kafka down, group or topics missing) hold the current replicas: a metric outage
-never scales a pool to zero.
+Before the warm Deployment exists the baseline is ``warm.minReplicas``. Missing metrics (Kafka
+down, group or topics missing) hold the current replicas: a metric outage never scales a pool to
+zero.
+
+This is the only place that decides replica counts: the builders render what it returns as is.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+from imagegen_api import naming
 from imagegen_api.specs import GenerationPoolSpec
 
 from .lag import LagSnapshot
@@ -33,7 +37,8 @@ from .lag import LagSnapshot
 
 @dataclass(frozen=True)
 class Observed:
-    warm_replicas: int
+    # None: the warm Deployment does not exist yet (its baseline is then warm.minReplicas).
+    warm_replicas: int | None
     warm_ready: int
     cold_replicas: int
     cold_ready: int
@@ -42,7 +47,7 @@ class Observed:
 
     @property
     def replicas(self) -> int:
-        return self.warm_replicas + self.cold_replicas
+        return (self.warm_replicas or 0) + self.cold_replicas
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,9 @@ class ScalerState:
     history: tuple[Recommendation, ...] = ()
     last_scale_at: float | None = None
     cold_active: bool = False
+    # The last pass held on missing metrics: holds record no recommendation, so after an outage
+    # the window may be empty although the pool was never re-evaluated.
+    held: bool = False
 
 
 @dataclass(frozen=True)
@@ -69,10 +77,18 @@ class Decision:
     held: bool  # metrics missing: replicas held as they are
     state: ScalerState
     changed: bool
+    # (role, replicas before, after) of each role this decision changes.
+    moves: tuple[tuple[str, int, int], ...] = ()
 
     @property
     def total(self) -> int:
         return self.warm + self.cold
+
+
+def _moves(observed: Observed, warm: int, cold: int) -> tuple[tuple[str, int, int], ...]:
+    return tuple((role, before, after) for role, before, after in (
+        (naming.ROLE_WARM, observed.warm_replicas or 0, warm),
+        (naming.ROLE_COLD, observed.cold_replicas, cold)) if before != after)
 
 
 def decide(
@@ -83,6 +99,8 @@ def decide(
     now: float,
     lag_error: str | None = None,
 ) -> Decision:
+    if observed.warm_replicas is None:
+        observed = replace(observed, warm_replicas=spec.warm.min_replicas)
     if lag is None:
         return _hold(spec, observed, state, now, lag_error)
     auto = spec.autoscaling
@@ -105,12 +123,16 @@ def decide(
         else:
             notes.append(f"capped at {cap} partitions (busiest tier; allowIdleConsumers is off)")
 
-    # No memory (fresh operator): the current replicas count as a recommendation made now, so a
-    # restart never scales down before a full down window has passed.
-    history = state.history or (Recommendation(now, observed.replicas),)
-    history = (*history, Recommendation(now, rec))
+    # Fresh operator, or the first read after a lag outage whose down window now holds no
+    # recommendation (holds record none): the current replicas count as a recommendation made
+    # now, so neither a restart nor an outage longer than the window scales down at once.
     longest = max(auto.scale_up_stabilization_seconds, auto.scale_down_stabilization_seconds)
-    history = tuple(r for r in history if now - r.at <= longest)
+    history = tuple(r for r in state.history if now - r.at <= longest)
+    down_window = auto.scale_down_stabilization_seconds
+    if not state.history or (
+            state.held and not any(now - r.at < down_window for r in history)):
+        history = (*history, Recommendation(now, observed.replicas))
+    history = (*history, Recommendation(now, rec))
 
     stable = _stabilize(
         rec,
@@ -176,6 +198,7 @@ def decide(
         held=False,
         state=new_state,
         changed=changed,
+        moves=_moves(observed, warm, cold),
     )
 
 
@@ -228,7 +251,7 @@ def _hold(
     lag_error: str | None,
 ) -> Decision:
     # Spec bounds still apply (an edited min/max is honoured); the lag-driven part waits.
-    warm = min(max(observed.warm_replicas, spec.warm.min_replicas), spec.warm.max_replicas)
+    warm = min(max(observed.warm_replicas or 0, spec.warm.min_replicas), spec.warm.max_replicas)
     cold = min(observed.cold_replicas, spec.cold.max_replicas)
     why = lag_error or "queue metrics unavailable"
     changed = (warm, cold) != (observed.warm_replicas, observed.cold_replicas)
@@ -240,6 +263,7 @@ def _hold(
         reason=f"holding warm {warm}, cold {cold}: no queue metrics ({why})",
         capped=False,
         held=True,
-        state=replace(state, last_scale_at=now) if changed else state,
+        state=replace(state, held=True, last_scale_at=now if changed else state.last_scale_at),
         changed=changed,
+        moves=_moves(observed, warm, cold),
     )

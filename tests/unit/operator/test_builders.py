@@ -18,6 +18,9 @@ TINY = ImageModelSpec.model_validate({"source": "builtin://tiny-sdxl"})
 def ctx(pool: dict[str, Any] | None = None, models: dict[str, ImageModelSpec] | None = None,
         **kw: Any) -> PoolContext:
     spec = GenerationPoolSpec.model_validate({"models": ["tiny"], **(pool or {})})
+    # Replicas come from scaling.policy (tests/unit/operator/test_policy.py); here the minimum.
+    kw.setdefault("warm_replicas", spec.warm.min_replicas)
+    kw.setdefault("cold_replicas", 0)
     return PoolContext(namespace="ns1", name="p1", uid="uid-1", spec=spec,
                        models=models or {"tiny": TINY}, **kw)
 
@@ -111,19 +114,14 @@ def test_drain_and_grace_period() -> None:
     assert spec["automountServiceAccountToken"] is False
 
 
-@pytest.mark.parametrize(("warm", "cold", "bounds", "expected"), [
-    (None, None, {}, (1, 0)),                       # before the first decision: warm minimum
-    (3, 2, {}, (3, 2)),
-    (9, 20, {}, (4, 8)),                            # clamped to warm.max / cold.max
-    (0, 0, {"warm": {"minReplicas": 2, "maxReplicas": 5}}, (2, 0)),  # never below the minimum
-])
-def test_replicas(warm: int | None, cold: int | None, bounds: dict[str, Any],
-                  expected: tuple[int, int]) -> None:
-    children = by_kind(builders.pool_children(ctx(bounds, warm_replicas=warm,
-                                                  cold_replicas=cold)))
+@pytest.mark.parametrize(("warm", "cold"), [(1, 0), (3, 2), (0, 0)])
+def test_replicas_rendered_as_decided(warm: int, cold: int) -> None:
+    """The policy is the one place that decides replicas (its bounds: test_policy.py
+    test_bounds_are_decided_by_the_policy); the builders render its numbers as they are."""
+    children = by_kind(builders.pool_children(ctx(warm_replicas=warm, cold_replicas=cold)))
     got = (children["Deployment/p1-warm"]["spec"]["replicas"],
            children["Deployment/p1-cold"]["spec"]["replicas"])
-    assert got == expected
+    assert got == (warm, cold)
 
 
 def test_config_change_rolls_pods() -> None:
@@ -135,14 +133,19 @@ def test_config_change_rolls_pods() -> None:
             != b["spec"]["template"]["metadata"]["annotations"][key])
 
 
-def test_local_runner_label_propagates_only_when_set() -> None:
-    plain = by_kind(builders.pool_children(ctx()))["Deployment/p1-warm"]
-    dev = by_kind(builders.pool_children(
-        ctx(pool_labels={naming.LABEL_LOCAL_RUNNER: "true", "team": "x"})))["Deployment/p1-warm"]
-    assert naming.LABEL_LOCAL_RUNNER not in plain["spec"]["template"]["metadata"]["labels"]
+def test_spec_pod_labels_propagate_only_when_set() -> None:
+    runner = "imagegen.dev/local-runner"  # what the dev stack's pod runner selects (dev only)
+    plain = by_kind(builders.pool_children(
+        ctx(pool_labels={runner: "true", "team": "x"})))["Deployment/p1-warm"]
+    dev = by_kind(builders.pool_children(ctx(
+        {"worker": {"podLabels": {runner: "true", naming.LABEL_POOL: "other"}}},
+        pool_labels={"team": "x"})))["Deployment/p1-warm"]
+    # The pool's own metadata labels never reach its pods; spec.worker.podLabels does.
+    assert runner not in plain["spec"]["template"]["metadata"]["labels"]
     labels = dev["spec"]["template"]["metadata"]["labels"]
-    assert labels[naming.LABEL_LOCAL_RUNNER] == "true"
+    assert labels[runner] == "true"
     assert "team" not in labels
+    assert labels[naming.LABEL_POOL] == "p1"  # the operator's own labels win
     # The selector never includes mutable labels.
     assert dev["spec"]["selector"]["matchLabels"] == {naming.LABEL_POOL: "p1",
                                                       naming.LABEL_ROLE: "warm"}

@@ -396,3 +396,48 @@ def test_skew_cap_lifted_by_allow_idle_consumers() -> None:
                 autoscaling={"allowIdleConsumers": True})
     d = decide(pool, skewed([40, 0, 0, 0]), obs(warm=0), FRESH, now=0.0)
     assert d.total == 16 and not d.capped  # warm 8 + cold 8: the maxima, not the partitions
+
+
+# --- the one place that decides replicas (bounds moved here from the builders) --------------------
+
+
+@pytest.mark.parametrize(("warm", "cold", "bounds", "expected"), [
+    (None, 0, {}, (1, 0)),                          # no Deployment yet: warm minimum
+    (3, 2, {}, (3, 2)),
+    (9, 20, {}, (4, 8)),                            # clamped to warm.max / cold.max
+    (0, 0, {"minReplicas": 2, "maxReplicas": 5}, (2, 0)),  # never below the minimum
+])
+def test_bounds_are_decided_by_the_policy(warm: int | None, cold: int, bounds: dict[str, Any],
+                                          expected: tuple[int, int]) -> None:
+    observed = Observed(warm_replicas=warm, warm_ready=0, cold_replicas=cold, cold_ready=0)
+    held = decide(spec(warm=bounds), None, observed, FRESH, now=0)
+    assert (held.warm, held.cold) == expected
+    if warm is None:  # the baseline of a new pool is its minimum: no move, no Scaled event
+        assert held.moves == ()
+        assert decide(spec(warm=bounds), lag(0), observed, FRESH, now=0).moves == ()
+
+
+def test_moves_name_the_roles_that_change() -> None:
+    d = decide(spec(), lag(20), obs(warm=1, cold=0), FRESH, now=0)
+    assert d.moves == (("warm", 1, 4), ("cold", 0, 6))
+    assert decide(spec(), lag(2), obs(warm=1), FRESH, now=0).moves == ()
+
+
+# --- issue 17 item 9: an outage longer than the down window -------------------------------------
+
+
+def test_outage_longer_than_the_down_window_never_scales_down_at_once() -> None:
+    """10 workers, lag unreadable for longer than the down window (holds record nothing), then
+    the first good read shows an empty queue: the current 10 count as a recommendation made now,
+    so the pool waits a full window before going down to 1."""
+    sim = Sim(spec(autoscaling={"scaleDownStabilizationSeconds": 300}))
+    assert sim.step(0, 20).desired_total == 10
+    state = sim.state
+    for now in range(10, 700, 10):
+        held = decide(sim.pool, None, sim.observed, state, now=now)
+        assert held.desired_total == 10 and held.held
+        state = held.state
+    sim.state = state
+    assert sim.step(700, 0).desired_total == 10  # before: 1 at once
+    assert sim.step(999, 0).desired_total == 10
+    assert sim.step(1001, 0).desired_total == 1

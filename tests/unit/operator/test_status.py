@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from imagegen_api.messages import Heartbeat
 from imagegen_api.specs import GenerationPoolSpec
+from imagegen_operator.problems import Problem, Reason
 from imagegen_operator.status import (
     PoolObservation,
     QueueObservation,
@@ -14,10 +15,12 @@ from imagegen_operator.status import (
     merge_conditions,
     model_status,
     pool_status,
+    status_differs,
 )
 
 SPEC = GenerationPoolSpec.model_validate({"models": ["tiny"], "warm": {"minReplicas": 1}})
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+MISSING = Problem(Reason.MODEL_MISSING, "ImageModel 'x' not found")
 
 
 def obs(**kw: object) -> PoolObservation:
@@ -50,8 +53,13 @@ def test_columns() -> None:
     ({}, "Scaling", ("True", "ScalingUp")),
     ({"warm": RoleObservation(desired=1, replicas=1, ready=0)}, "Ready",
      ("False", "WaitingForWorkers")),
-    ({"problems": ["ImageModel 'x' not found"]}, "Ready", ("False", "Degraded")),
-    ({"problems": ["ImageModel 'x' not found"]}, "Degraded", ("True", "ReconcileProblem")),
+    ({"problems": [MISSING]}, "Ready", ("False", "Degraded")),
+    # The first problem's reason, not a generic one (was ReconcileProblem).
+    ({"problems": [MISSING]}, "Degraded", ("True", "ModelMissing")),
+    ({"problems": [Problem(Reason.KAFKA_UNREACHABLE, "Kafka at k:1 unreachable"), MISSING]},
+     "Degraded", ("True", "KafkaUnreachable")),
+    ({"problems": [Problem(Reason.IMAGE_NOT_ALLOWED, "image x not allowed")]}, "Degraded",
+     ("True", "ImageNotAllowed")),
     ({}, "Degraded", ("False", "AsExpected")),
     ({"stalled": ["t:0 (lag 3, no progress for 130s)"]}, "Degraded", ("True", "PartitionStalled")),
     ({"stalled": ["t:0 (lag 3, no progress for 130s)"]}, "Ready", ("True", "WorkersReady")),
@@ -71,7 +79,7 @@ def test_transition_time_kept_while_status_unchanged() -> None:
     later = pool_status(SPEC, obs(), first, T0 + timedelta(minutes=5))
     ready = next(c for c in later.conditions if c.type == "Ready")
     assert ready.last_transition_time == "2026-11-25T12:00:00Z"
-    flipped = pool_status(SPEC, obs(problems=["x"]), later, T0 + timedelta(minutes=6))
+    flipped = pool_status(SPEC, obs(problems=[MISSING]), later, T0 + timedelta(minutes=6))
     ready = next(c for c in flipped.conditions if c.type == "Ready")
     assert ready.last_transition_time == "2026-11-25T12:06:00Z"
 
@@ -127,3 +135,37 @@ def test_model_deletion_blocked_condition_names_pools() -> None:
     st = model_status(1, resolved_source="x", cached="n/a", used_by=["a", "b"], problems=[],
                       deleting_blocked="pools a, b", old=None, now=T0)
     assert cond(st, "InUse") == ("True", "DeletionBlocked")
+
+
+def test_degraded_message_lists_every_problem() -> None:
+    st = pool_status(SPEC, obs(problems=[MISSING, Problem(Reason.KAFKA_UNREACHABLE, "k down")]),
+                     None, T0)
+    degraded = next(c for c in st.conditions if c.type == "Degraded")
+    assert degraded.message == "ImageModel 'x' not found; k down"
+
+
+# --- no status PATCH when nothing changed -----------------------------------------------------
+
+
+def test_same_status_twice_is_no_change() -> None:
+    first = pool_status(SPEC, obs(), None, T0).to_wire()
+    # A later pass with the same observations: transition times kept, nothing to write.
+    again = pool_status(SPEC, obs(), pool_status(SPEC, obs(), None, T0),
+                        T0 + timedelta(minutes=3)).to_wire()
+    assert not status_differs(again, first)
+    assert status_differs(pool_status(SPEC, obs(queue=QueueObservation(
+        lag_by_tier={"turbo": 5}, partitions=6)), None, T0).to_wire(), first)
+
+
+@pytest.mark.parametrize(("desired", "current", "differs"), [
+    ({"a": 1}, {"a": 1, "b": 2}, False),           # a merge patch keeps fields it does not name
+    ({"a": {"x": 1}}, {"a": {"x": 1, "y": 2}}, False),
+    ({"a": {"x": 1}}, {"a": {"x": 2}}, True),
+    ({"a": [1, 2]}, {"a": [1]}, True),              # lists are replaced whole
+    ({"a": None}, {}, False),                       # null and absent are the same
+    ({"a": 1}, None, True),
+    ({}, {"a": 1}, False),
+])
+def test_status_differs(desired: dict[str, object], current: dict[str, object] | None,
+                        differs: bool) -> None:
+    assert status_differs(desired, current) is differs

@@ -92,6 +92,62 @@ def test_content_revision_follows_content_only(tmp_path: Path) -> None:
     assert sources.content_revision(tmp_path / "model_index.json").startswith("sha256:")
 
 
+# --- local sources stay confined (issue 17: pvc://claim/../.. and file:///dev/zero) ------------
+
+
+@pytest.mark.parametrize("uri", ["pvc://claim/../..", "pvc://claim/a/../../b",
+                                 "pvc://claim/%2e%2e/etc", "file:///srv/../etc",
+                                 "file:///dev/zero", "file:///proc/self", "file:///sys"])
+def test_escaping_or_kernel_sources_are_refused_when_parsed(uri: str) -> None:
+    with pytest.raises(sources.UnsafeSource, match=r"'\.\.' path segment|/dev, /proc or /sys"):
+        sources.parse_source(uri)
+
+
+def test_a_pvc_path_that_leaves_the_cache_root_through_a_symlink_is_refused(
+    tmp_path: Path,
+) -> None:
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    (outside / "model_index.json").write_text("{}")
+    (root / "link").symlink_to(outside)
+    with pytest.raises(sources.UnsafeSource, match="outside the model cache root"):
+        sources.resolve("pvc://claim/link", cache_dir=root)
+
+
+def test_devices_and_fifos_are_refused_not_read(tmp_path: Path) -> None:
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "model_index.json").write_text("{}")
+    (weights / "zero.safetensors").symlink_to("/dev/zero")  # would hash forever
+    with pytest.raises(sources.UnsafeSource, match="character device"):
+        sources.resolve(f"file://{weights}")
+    (weights / "zero.safetensors").unlink()
+    os.mkfifo(weights / "pipe.bin")  # would block forever on open
+    with pytest.raises(sources.UnsafeSource, match="fifo"):
+        sources.resolve(f"file://{weights}")
+    (weights / "pipe.bin").unlink()
+    assert sources.resolve(f"file://{weights}").revision.startswith("sha256:")
+
+
+def test_a_source_over_the_size_bound_is_refused(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "w.bin").write_bytes(b"x" * 100)
+    monkeypatch.setattr(sources, "MAX_SOURCE_BYTES", 99)
+    with pytest.raises(sources.UnsafeSource, match="MAX_SOURCE_BYTES=99"):
+        sources.content_revision(tmp_path)
+    monkeypatch.setattr(sources, "MAX_SOURCE_BYTES", 100)
+    monkeypatch.setattr(sources, "MAX_SOURCE_FILES", 0)
+    with pytest.raises(sources.UnsafeSource, match="MAX_SOURCE_FILES=0"):
+        sources.content_revision(tmp_path)
+
+
+def test_a_file_longer_than_its_reported_size_is_refused() -> None:
+    # procfs reports size 0 for files that do have content; reading is bounded by the size.
+    with pytest.raises(sources.UnsafeSource, match="longer than its reported size"):
+        sources.content_revision(Path("/proc/self/status"))
+
+
 # --- S3 ----------------------------------------------------------------------------------------
 
 

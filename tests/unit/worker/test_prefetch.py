@@ -1,7 +1,8 @@
 """`imagegen-worker prefetch` on a temporary cache root, without servers and no hub.
 
 What it asserts: builtin and pinned hub models need no download, and bad input or a missing
-source fails with a message and a non-zero status. Prefetching from S3 runs against the real
+source fails with a message and a non-zero status (2 for a source refused as unsafe: a `..`
+escape, a device). Prefetching from S3 runs against the real
 MinIO in tests/integration/test_worker.py::TestModelSourcesS3 and test_model_sources.py.
 """
 
@@ -46,6 +47,8 @@ def test_hub_models_pinned_to_a_commit_are_not_looked_up_again(tmp_path: Path) -
         (["--source", "ftp://x/y"], 2, "invalid model config"),
         (["--model-config", "{not json"], 2, "prefetch:"),
         (["--source", "file:///nonexistent/model"], 1, "does not exist"),
+        (["--source", "pvc://claim/../.."], 2, "'..' path segment is not allowed"),
+        (["--source", "file:///dev/zero"], 2, "may not read /dev, /proc or /sys"),
     ],
 )
 def test_bad_input_fails_with_a_message(
@@ -54,3 +57,14 @@ def test_bad_input_fails_with_a_message(
 ) -> None:
     assert prefetch.main([*argv, "--dest", str(tmp_path)]) == status
     assert message in capsys.readouterr().err
+
+
+def test_a_source_holding_a_device_fails_as_bad_input_without_reading_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "unet.safetensors").symlink_to("/dev/zero")
+    argv = ["--source", f"file://{weights}", "--dest", str(tmp_path / "cache")]
+    assert prefetch.main(argv) == 2
+    assert "is a character device" in capsys.readouterr().err

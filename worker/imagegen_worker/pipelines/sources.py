@@ -12,6 +12,11 @@ Remote sources (s3://, hf://) are downloaded into the model cache once and reuse
 
 The model cache root is `cache_dir` when given, else $IMAGEGEN_MODEL_CACHE, else /models: the
 volume workers mount (a prefetched PVC, read-only) and the prefetch Job writes.
+
+Local sources are confined (the CRD refuses the same URIs at admission, see specs.SOURCE_RULES):
+a pvc:// path never leaves the cache root (no `..` segment, no symlink out of it), and only
+regular files are read — a device, fifo or socket (file:///dev/zero would hash forever) is
+refused, as is anything over MAX_SOURCE_BYTES or MAX_SOURCE_FILES.
 """
 
 from __future__ import annotations
@@ -19,13 +24,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import stat
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from imagegen_api import naming
+from imagegen_api import naming, specs
 
 from . import architecture
 
@@ -35,6 +41,15 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 
 BUILTIN_MODELS = {"tiny-sdxl": architecture.TINY}
+
+# Bounds on what a local source may hold: above any real checkpoint (the largest public
+# diffusion models are ~60 GB in float32), far below a runaway folder such as / or /proc.
+MAX_SOURCE_BYTES = 512 * 2**30
+MAX_SOURCE_FILES = 100_000
+
+
+class UnsafeSource(ValueError):
+    """A source URI or the files it names that the worker refuses to read."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +73,12 @@ class LocalWeights:
 
 
 def parse_source(uri: str) -> Source:
-    """Split a source URI (the CRD pattern already checked its shape); ValueError if unknown."""
+    """Split a source URI (the CRD pattern already checked its shape); ValueError if unknown,
+    UnsafeSource (a ValueError) if it would leave its volume or read kernel files."""
+    try:
+        specs.check_source(uri)  # what the CRD refuses at admission, refused here too
+    except ValueError as err:
+        raise UnsafeSource(f"model {err}") from None
     parts = urlsplit(uri)
     scheme, netloc, path = parts.scheme, parts.netloc, unquote(parts.path)
     if scheme == "builtin":
@@ -68,8 +88,10 @@ def parse_source(uri: str) -> Source:
     if scheme == "file":
         if netloc or not path.startswith("/"):
             raise ValueError(f"file:// source needs an absolute path (file:///dir): {uri!r}")
+        _no_parent_segments(uri, path)
         return Source("file", path)
     if scheme == "pvc":
+        _no_parent_segments(uri, path)
         return Source("pvc", netloc, path.strip("/"))
     if scheme == "s3":
         return Source("s3", netloc, path.lstrip("/"))
@@ -106,7 +128,13 @@ def resolve(
         if not local.exists():
             hint = "" if src.scheme == "file" else f" (pvc://{src.location} is read at {root})"
             raise FileNotFoundError(f"model source {uri}: {local} does not exist{hint}")
-        return LocalWeights(src, local, content_revision(local))
+        if src.scheme == "pvc" and not local.resolve().is_relative_to(root.resolve()):
+            raise UnsafeSource(f"model source {uri}: {local} resolves to {local.resolve()}, "
+                               f"outside the model cache root {root}")
+        try:
+            return LocalWeights(src, local, content_revision(local))
+        except UnsafeSource as err:
+            raise UnsafeSource(f"model source {uri}: {err}") from None
     if src.scheme == "s3":
         from . import s3  # boto3 only where it is needed
 
@@ -120,11 +148,19 @@ def content_revision(path: Path) -> str:
     """sha256 over every file's relative path and content (hidden files skipped).
 
     Reading multi-gigabyte weights costs a few seconds but also warms the page cache for the
-    load that follows; files are hashed in parallel (hashlib releases the GIL).
+    load that follows; files are hashed in parallel (hashlib releases the GIL). Only regular
+    files are read, each up to the size it had when listed; UnsafeSource names what was refused.
     """
-    files = [path] if path.is_file() else sorted(_visible_files(path))
+    files = [path] if not path.is_dir() else sorted(_visible_files(path))
+    sizes = [_regular_size(f) for f in files]
+    if len(files) > MAX_SOURCE_FILES:
+        raise UnsafeSource(f"{path} holds more than {MAX_SOURCE_FILES} files "
+                           f"(limit MAX_SOURCE_FILES={MAX_SOURCE_FILES})")
+    if sum(sizes) > MAX_SOURCE_BYTES:
+        raise UnsafeSource(f"{path} holds {sum(sizes)} bytes, more than the limit "
+                           f"MAX_SOURCE_BYTES={MAX_SOURCE_BYTES}")
     with ThreadPoolExecutor(max_workers=8) as pool:
-        digests = list(pool.map(_file_sha256, files))
+        digests = list(pool.map(_file_sha256, files, sizes))
     total = hashlib.sha256()
     for file, digest in zip(files, digests, strict=True):
         rel = file.name if file == path else file.relative_to(path).as_posix()
@@ -132,14 +168,46 @@ def content_revision(path: Path) -> str:
     return f"sha256:{total.hexdigest()[:16]}"
 
 
+def _no_parent_segments(uri: str, path: str) -> None:
+    if ".." in path.split("/"):
+        raise UnsafeSource(f"model source {uri!r}: a '..' path segment is not allowed "
+                           "(the path must stay inside the volume it names)")
+
+
 def _visible_files(root: Path) -> list[Path]:
-    out = []
+    out: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         out += [Path(dirpath, f) for f in filenames if not f.startswith(".")]
+        if len(out) > MAX_SOURCE_FILES:
+            break  # content_revision reports it; no need to walk the rest of a huge tree
     return out
 
 
-def _file_sha256(file: Path) -> str:
+def _regular_size(file: Path) -> int:
+    """Size of a regular file (following symlinks); UnsafeSource for anything else."""
+    mode = file.stat().st_mode
+    if not stat.S_ISREG(mode):
+        kind = ("character device" if stat.S_ISCHR(mode) else "block device" if stat.S_ISBLK(mode)
+                else "fifo" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode)
+                else "not a regular file")
+        raise UnsafeSource(f"{file} is a {kind}: only regular files and folders can hold weights")
+    return file.stat().st_size
+
+
+def _file_sha256(file: Path, size: int) -> str:
+    """Digest of the first `size` bytes; a file that grew while listed is refused, so a file
+    whose reported size lies (procfs) cannot make the read endless."""
+    digest = hashlib.sha256()
+    left = size
     with file.open("rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
+        while left > 0:
+            chunk = fh.read(min(left, 1 << 20))
+            if not chunk:
+                break
+            digest.update(chunk)
+            left -= len(chunk)
+        if fh.read(1):
+            raise UnsafeSource(f"{file} is longer than its reported size {size}: "
+                               "changing while read, or not a real file")
+    return digest.hexdigest()

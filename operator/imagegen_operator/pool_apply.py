@@ -1,0 +1,55 @@
+"""The apply step of a GenerationPool pass: writes what the plan decided (pool_plan.py).
+
+Order: rank the pods of a shrinking role (so the ReplicaSet removes idle workers first), apply
+the children with server-side apply, then patch the status only when it changes something.
+Every write is bounded (k8s.REQUEST_TIMEOUT_S). Events are posted by the handler (Kopf's API).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from imagegen_api import naming
+
+from .k8s import KubeError
+from .pool_plan import PoolPlan
+from .problems import Problem, Reason
+from .runtime import Runtime
+from .scaling.drain_order import DELETION_COST
+
+log = logging.getLogger(__name__)
+
+
+async def apply(rt: Runtime, namespace: str, name: str, plan: PoolPlan) -> PoolPlan:
+    """Returns the plan as it turned out (a failed apply reports its problem)."""
+    for pod, cost in sorted(plan.deletion_costs.items()):
+        try:
+            await rt.kube.annotate("v1", "Pod", namespace, pod, {DELETION_COST: str(cost)})
+        except KubeError as err:  # ranking is an optimisation; the drain still protects work
+            log.warning("could not rank %s/%s for scale-down: %s", namespace, pod, err)
+    try:
+        for child in plan.children:
+            await rt.kube.apply(child)
+    except KubeError as err:
+        plan = plan.apply_failed(Problem(Reason.APPLY_FAILED, f"applying children: {err}"))
+    if plan.status_changed:
+        await rt.kube.patch_status(naming.API_VERSION, naming.GENERATIONPOOL_KIND, namespace,
+                                   name, dict(plan.status))
+    _export_metrics(rt, namespace, name, plan)
+    return plan
+
+
+def _export_metrics(rt: Runtime, namespace: str, name: str, plan: PoolPlan) -> None:
+    m = rt.metrics
+    for role, before, after in plan.scaled:
+        m.scale_events.labels(namespace, name, role, "up" if after > before else "down").inc()
+    st = plan.status
+    for tier, lag in (st.get("queue") or {}).get("lagByTier", {}).items():
+        m.pool_lag.labels(namespace, name, tier).set(lag)
+    for role in naming.ROLES:
+        part = st.get(role)
+        if isinstance(part, dict):
+            m.pool_desired.labels(namespace, name, role).set(part.get("desired", 0))
+            m.pool_ready.labels(namespace, name, role).set(part.get("ready", 0))
+    if "throughput" in st:
+        m.pool_throughput.labels(namespace, name).set(st["throughput"])

@@ -1,0 +1,372 @@
+"""The plan step of a GenerationPool pass: what was observed + what the operator remembers →
+children to apply, pods to rank for scale-down, Events, the status, and the new memory. Pure.
+
+A pass is observe (pool_observe.py: reads the API indexes, Kafka, Redis) → plan (here) → apply
+(pool_apply.py: writes). Everything the plan needs arrives as plain data in `PoolState`, so every
+rule here is unit-tested without a cluster (tests/unit/operator/test_pool_plan.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from imagegen_api import naming
+from imagegen_api.base import first_error
+from imagegen_api.messages import Heartbeat
+from imagegen_api.specs import GenerationPoolSpec, GenerationPoolStatus, ImageModelSpec
+from pydantic import ValidationError
+
+from . import builders
+from .builders.workload import worker_image
+from .config import OperatorConfig
+from .problems import Problem, Reason
+from .scaling.drain_order import WorkerPod, deletion_costs
+from .scaling.lag import LagSnapshot, Stall, TopicPartition, stalled_for, track_stalls
+from .scaling.policy import Decision, Observed, ScalerState, decide
+from .status import (
+    PoolObservation,
+    QueueObservation,
+    RoleObservation,
+    invalid_spec_conditions,
+    pool_status,
+    status_differs,
+)
+
+Manifest = dict[str, Any]
+# (bootstrap, topic names, partitions) the topics were last ensured for.
+TopicsKey = tuple[str, tuple[str, ...], int]
+
+
+@dataclass(frozen=True)
+class PoolMemory:
+    """What the operator remembers about one pool between passes; one value, replaced by each
+    pass's plan (lost on restart: the Deployments' replicas are re-read, so a restart never
+    resets the pool)."""
+
+    scaler: ScalerState = field(default_factory=ScalerState)
+    topics_ensured: TopicsKey | None = None
+    last_poll: float = 0.0
+    last_generation: int | None = None
+    # Failures already announced by an Event: a Warning on the first failure, not every poll.
+    lag_failing: bool = False
+    kafka_failing: bool = False
+    # Partitions with a backlog: (committed offset, since when it has not moved).
+    stalls: Mapping[TopicPartition, tuple[int | None, float]] = field(default_factory=dict)
+    stalled_reported: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PassEvent:
+    """An Event the handler posts on the pool (Kopf owns the event API)."""
+
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class DeploymentView:
+    """A worker Deployment as the index holds it."""
+
+    desired: int = 0
+    replicas: int = 0
+    ready: int = 0
+
+
+@dataclass(frozen=True)
+class PodView:
+    """A worker pod as the index holds it."""
+
+    name: str
+    role: str | None
+    phase: str | None
+    ready: bool
+    deletion_cost: str | None = None
+    deleting: bool = False
+
+
+@dataclass(frozen=True)
+class KafkaView:
+    """The queue as observed: topics ensured (when due) and the group's lag."""
+
+    # How messages name the bootstrap (a reference, never a value read from a Secret).
+    label: str = ""
+    configured: bool = True
+    topics_key: TopicsKey | None = None
+    # Actions of an ensure made this pass; None when none was due (already ensured) or it failed.
+    topics_actions: tuple[str, ...] | None = None
+    topics_error: str | None = None
+    lag: LagSnapshot | None = None
+    lag_error: str | None = None
+
+
+@dataclass(frozen=True)
+class PoolState:
+    """Everything observed about one pool in one pass."""
+
+    namespace: str
+    name: str
+    uid: str
+    generation: int | None
+    labels: Mapping[str, str]
+    spec: Mapping[str, Any]
+    status: Mapping[str, Any]
+    now: float  # wall clock, seconds
+    models: Mapping[str, ImageModelSpec] = field(default_factory=dict)
+    # Found while observing: missing or invalid models, unreadable references.
+    problems: tuple[Problem, ...] = ()
+    kafka: KafkaView = field(default_factory=KafkaView)
+    heartbeats: tuple[Heartbeat, ...] = ()
+    deployments: Mapping[str, DeploymentView | None] = field(default_factory=dict)
+    pods: tuple[PodView, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Report:
+    """What the events and status are computed from, kept so a failed apply can re-report."""
+
+    state: PoolState
+    spec: GenerationPoolSpec
+    old_status: GenerationPoolStatus | None
+    decision: Decision
+    warm: RoleObservation
+    cold: RoleObservation
+    problems: tuple[Problem, ...]
+    stalls: tuple[Stall, ...]
+    events_before: tuple[PassEvent, ...]
+    lag_failing: bool
+
+
+@dataclass(frozen=True)
+class PoolPlan:
+    children: tuple[Manifest, ...]
+    # Pod name → pod-deletion-cost to set before a role shrinks.
+    deletion_costs: Mapping[str, int]
+    events: tuple[PassEvent, ...]
+    # Merge patch of the status subresource, and whether it changes anything.
+    status: Mapping[str, Any]
+    status_changed: bool
+    problems: tuple[Problem, ...]
+    # (role, before, after) applied when the children are: for metrics.
+    scaled: tuple[tuple[str, int, int], ...]
+    memory: PoolMemory
+    _report: _Report | None = None
+
+    def apply_failed(self, problem: Problem) -> PoolPlan:
+        """The same pass when applying the children failed: no Scaled event, the problem in the
+        status."""
+        if self._report is None:
+            return replace(self, problems=(*self.problems, problem))
+        report = replace(self._report, problems=(*self._report.problems, problem))
+        events, status = _events_and_status(report, applied=False)
+        return replace(self, events=events, status=status,
+                       status_changed=status_differs(status, self._report.state.status),
+                       problems=report.problems, scaled=(), _report=report)
+
+
+def plan(state: PoolState, memory: PoolMemory, config: OperatorConfig) -> PoolPlan:
+    old_status = _old_status(state.status)
+    try:
+        spec = GenerationPoolSpec.model_validate(state.spec)
+    except ValidationError as err:
+        return _invalid_spec(state, memory, old_status, err)
+
+    problems = list(state.problems)
+    events: list[PassEvent] = []
+    k = state.kafka
+
+    # Topics: an ensure was due this pass when topics_key is set and differs from memory.
+    topics_ensured, kafka_failing = memory.topics_ensured, memory.kafka_failing
+    if not k.configured and not any(p.reason == Reason.SECRET_MISSING for p in problems):
+        problems.append(Problem(Reason.KAFKA_NOT_CONFIGURED,
+                                "no Kafka bootstrap: set spec.queue.bootstrapServers or the "
+                                f"operator's {naming.ENV_KAFKA_BOOTSTRAP}"))
+    if k.topics_error is not None:
+        problems.append(Problem(Reason.KAFKA_UNREACHABLE, k.topics_error))
+        if not kafka_failing:
+            events.append(PassEvent("Warning", "KafkaUnavailable", k.topics_error))
+        kafka_failing = True
+    elif k.topics_actions is not None:
+        topics_ensured, kafka_failing = k.topics_key, False
+        events.extend(PassEvent("Normal", "TopicsReady", a) for a in k.topics_actions)
+
+    pending = {role: sum(1 for p in state.pods if p.role == role and p.phase == "Pending")
+               for role in naming.ROLES}
+    dep_warm = state.deployments.get(naming.ROLE_WARM)
+    dep_cold = state.deployments.get(naming.ROLE_COLD)
+    warm = _role(dep_warm, pending[naming.ROLE_WARM])
+    cold = _role(dep_cold, pending[naming.ROLE_COLD])
+
+    stall_memory, stalls = _stalls(state, spec, memory, warm.ready + cold.ready,
+                                   config.stall_seconds)
+    where = tuple(s.where for s in stalls)
+    if stalls and where != memory.stalled_reported:
+        events.append(PassEvent(
+            "Warning", "PartitionStalled",
+            "committed offsets not moving while workers are ready (hung worker or a batch "
+            "far slower than expected): " + ", ".join(str(s) for s in stalls)))
+
+    observed = Observed(
+        warm_replicas=dep_warm.desired if dep_warm is not None else None,
+        warm_ready=warm.ready,
+        cold_replicas=cold.desired,
+        cold_ready=cold.ready,
+        throughput_per_worker=per_worker_rate(state.heartbeats),
+    )
+    decision = decide(spec, k.lag, observed, memory.scaler, state.now, k.lag_error)
+
+    children: tuple[Manifest, ...] = ()
+    if len(state.models) == len(spec.models):
+        ctx = builders.PoolContext(
+            namespace=state.namespace, name=state.name, uid=state.uid, spec=spec,
+            models=dict(state.models), warm_replicas=decision.warm, cold_replicas=decision.cold,
+            pool_labels=dict(state.labels), defaults=config.defaults)
+        image = worker_image(ctx)
+        if not image_allowed(image, config.allowed_images):
+            problems.append(Problem(
+                Reason.IMAGE_NOT_ALLOWED,
+                f"spec.worker.image {image!r} is not allowed by the operator "
+                f"(IMAGEGEN_ALLOWED_IMAGES: {', '.join(config.allowed_images)}); "
+                "no workers are started"))
+        else:
+            try:
+                children = tuple(builders.pool_children(ctx))
+            except builders.BuildError as err:
+                problems.append(Problem(Reason.INVALID_CHILDREN, str(err)))
+
+    report = _Report(state=state, spec=spec, old_status=old_status, decision=decision,
+                     warm=warm, cold=cold, problems=tuple(problems), stalls=tuple(stalls),
+                     events_before=tuple(events), lag_failing=memory.lag_failing)
+    applied = bool(children)
+    out_events, status = _events_and_status(report, applied=applied)
+    return PoolPlan(
+        children=children,
+        deletion_costs=scale_down_ranking(state, decision) if applied else {},
+        events=out_events,
+        status=status,
+        status_changed=status_differs(status, state.status),
+        problems=tuple(problems),
+        scaled=decision.moves if applied else (),
+        memory=PoolMemory(
+            scaler=decision.state, topics_ensured=topics_ensured, last_poll=state.now,
+            last_generation=state.generation, lag_failing=k.lag_error is not None,
+            kafka_failing=kafka_failing, stalls=stall_memory, stalled_reported=where),
+        _report=report,
+    )
+
+
+def _events_and_status(r: _Report, *, applied: bool) -> tuple[tuple[PassEvent, ...],
+                                                              dict[str, Any]]:
+    """Events after the topics and stalls ones (Scaled, queue metrics), and the status."""
+    events = list(r.events_before)
+    d, lag_error = r.decision, r.state.kafka.lag_error
+    scaled = applied and bool(d.moves)
+    if scaled:
+        changes = ", ".join(f"{role} {before}→{after}" for role, before, after in d.moves)
+        events.append(PassEvent("Normal", "Scaled", f"{changes}: {d.reason}"))
+    if lag_error and not r.lag_failing:
+        events.append(PassEvent("Warning", "QueueMetricsUnavailable",
+                                f"holding replicas: {lag_error}"))
+    elif not lag_error and r.lag_failing:
+        events.append(PassEvent("Normal", "QueueMetricsRestored",
+                                "consumer lag readable again; autoscaling resumed"))
+    lag = r.state.kafka.lag
+    obs = PoolObservation(
+        generation=r.state.generation,
+        warm=replace(r.warm, desired=d.warm),
+        cold=replace(r.cold, desired=d.cold),
+        queue=QueueObservation(
+            lag_by_tier={t.tier: t.lag for t in lag.tiers} if lag else {},
+            partitions=lag.partitions_total if lag else 0, error=lag_error),
+        heartbeats=r.state.heartbeats,
+        problems=r.problems,
+        scaled=scaled,
+        scale_reason=d.reason,
+        scaling_held=d.held,
+        stalled=[str(s) for s in r.stalls],
+    )
+    status = pool_status(r.spec, obs, r.old_status, _wall(r.state.now))
+    return tuple(events), status.to_wire()
+
+
+def _invalid_spec(state: PoolState, memory: PoolMemory, old: GenerationPoolStatus | None,
+                  err: ValidationError) -> PoolPlan:
+    # The CRD schema refuses most of this at apply time; this catches what slips through.
+    problem = Problem(Reason.INVALID_SPEC, first_error(err))
+    conditions = invalid_spec_conditions(problem.message, state.generation,
+                                         old.conditions if old else [], _wall(state.now))
+    status = {"observedGeneration": state.generation,
+              "conditions": [c.to_wire() for c in conditions]}
+    return PoolPlan(children=(), deletion_costs={}, events=(), status=status,
+                    status_changed=status_differs(status, state.status), problems=(problem,),
+                    scaled=(), memory=memory)
+
+
+def _old_status(raw: Mapping[str, Any]) -> GenerationPoolStatus | None:
+    try:
+        return GenerationPoolStatus.model_validate(raw or {})
+    except ValidationError:
+        return None
+
+
+def _wall(now: float) -> datetime:
+    return datetime.fromtimestamp(now, UTC)
+
+
+def _role(dep: DeploymentView | None, pending: int) -> RoleObservation:
+    if dep is None:
+        return RoleObservation()
+    return RoleObservation(desired=dep.desired, replicas=dep.replicas, ready=dep.ready,
+                           pending=pending)
+
+
+def _stalls(state: PoolState, spec: GenerationPoolSpec, memory: PoolMemory, ready: int,
+            threshold: float) -> tuple[Mapping[TopicPartition, tuple[int | None, float]],
+                                       list[Stall]]:
+    """A backlog that does not move while workers are ready. Not while none is ready: then the
+    pool is waiting for workers, which the Ready condition already tells."""
+    lag = state.kafka.lag
+    if lag is None:
+        return memory.stalls, []
+    if ready == 0:
+        return {}, []
+    since = track_stalls(memory.stalls, lag, state.now)
+    # A tier may wait up to its maxWaitSeconds by design (weights + starvation guard).
+    waits = {naming.tier_topic(state.namespace, state.name, t.name): 1.5 * t.max_wait_seconds
+             for t in spec.queue.tiers}
+    return since, stalled_for(since, lag, state.now, threshold, waits)
+
+
+def per_worker_rate(heartbeats: tuple[Heartbeat, ...]) -> float | None:
+    """Images per second of one busy worker, from workers that are generating; None if none."""
+    rates = [hb.images_per_second for hb in heartbeats if hb.images_per_second > 0]
+    return sum(rates) / len(rates) if rates else None
+
+
+def scale_down_ranking(state: PoolState, decision: Decision) -> dict[str, int]:
+    """Before a role shrinks, which of its pods the ReplicaSet should remove first."""
+    shrinking = {role for role, before, after in decision.moves if after < before}
+    if not shrinking:
+        return {}
+    busy = {hb.worker: hb.in_flight for hb in state.heartbeats}
+    candidates = [WorkerPod(p.name, p.ready, p.deletion_cost) for p in state.pods
+                  if p.role in shrinking and not p.deleting]
+    return deletion_costs(candidates, busy)
+
+
+def image_allowed(image: str, prefixes: tuple[str, ...]) -> bool:
+    """No prefixes: every image. Otherwise the image must start with one, at a boundary
+    (`registry.example.com` admits `registry.example.com/x:1`, not `registry.example.com.evil/x`).
+    """
+    if not prefixes:
+        return True
+    for prefix in prefixes:
+        if image == prefix:
+            return True
+        if image.startswith(prefix) and (prefix.endswith(("/", ":", "@"))
+                                         or image[len(prefix)] in "/:@"):
+            return True
+    return False
