@@ -173,9 +173,11 @@ class OperatorProcess:
     namespaces (see k8s_namespace), so an operator under test elsewhere (the Helm install test,
     a benchmark) is never raced by this one."""
 
-    def __init__(self, stack: StackEnv, watch: str = "") -> None:
+    def __init__(self, stack: StackEnv, watch: str = "",
+                 extra_env: dict[str, str] | None = None) -> None:
         self.stack = stack
         self.watch = watch or f"{TEST_NAMESPACE_PREFIX}-*"
+        self.extra_env = dict(extra_env or {})
         self.health_port = free_port()
         self.metrics_port = free_port()
         self.log_path = stack.state_dir / "logs" / f"operator-test-{uuid.uuid4().hex[:6]}.log"
@@ -192,7 +194,8 @@ class OperatorProcess:
                "IMAGEGEN_METRICS_PORT": str(self.metrics_port),
                "IMAGEGEN_MODEL_POLL_SECONDS": "2",
                # KWOK worker pods are Ready but never consume: a backlog on them is "stalled".
-               "IMAGEGEN_STALL_SECONDS": "8"}
+               "IMAGEGEN_STALL_SECONDS": "8",
+               **self.extra_env}
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # owned by the process for its lifetime
         self.proc = subprocess.Popen(
@@ -245,6 +248,20 @@ def operator(stack: StackEnv, crds: None, kubectl: Kubectl) -> Iterator[Operator
     """The operator under test, alone: an operator a `make demo` left installed (cluster-wide)
     is scaled to zero for the session and restored afterwards, so two operators never act on
     the same pools."""
+    paused = pause_installed_operators(kubectl)
+    op = OperatorProcess(stack)
+    op.start()
+    yield op
+    op.stop()
+    resume_installed_operators(kubectl, paused)
+
+
+Paused = list[tuple[str, str, int]]
+
+
+def pause_installed_operators(kubectl: Kubectl) -> Paused:
+    """Scale every installed operator Deployment (a `make demo` leaves one) to zero and wait
+    for its pods to go; returns what to restore (also used by the benchmarks)."""
     installed = json.loads(kubectl("get", "deploy", "-A", "-l",
                                    "app.kubernetes.io/name=imagegen-operator", "-o",
                                    "json").stdout)["items"]
@@ -256,10 +273,10 @@ def operator(stack: StackEnv, crds: None, kubectl: Kubectl) -> Iterator[Operator
         kubectl("wait", "--for=delete", "pod", "-n", ns, "-l",
                 "app.kubernetes.io/name=imagegen-operator", "--timeout=90s", check=False,
                 timeout=120)
-    op = OperatorProcess(stack)
-    op.start()
-    yield op
-    op.stop()
+    return paused
+
+
+def resume_installed_operators(kubectl: Kubectl, paused: Paused) -> None:
     for ns, name, replicas in paused:
         kubectl("scale", "deploy", name, "-n", ns, f"--replicas={replicas}", check=False)
 
