@@ -20,8 +20,8 @@ from imagegen_api.specs import GenerationPoolSpec, GenerationPoolStatus, ImageMo
 from pydantic import ValidationError
 
 from . import builders
+from .builders.context import OperatorDefaults
 from .builders.workload import worker_image
-from .config import OperatorConfig
 from .problems import Problem, Reason
 from .scaling.drain_order import WorkerPod, deletion_costs
 from .scaling.lag import LagSnapshot, Stall, TopicPartition, stalled_for, track_stalls
@@ -38,6 +38,17 @@ from .status import (
 Manifest = dict[str, Any]
 # (bootstrap, topic names, partitions) the topics were last ensured for.
 TopicsKey = tuple[str, tuple[str, ...], int]
+
+
+@dataclass(frozen=True)
+class PlanSettings:
+    """The operator settings a plan reads (from config.OperatorConfig)."""
+
+    defaults: OperatorDefaults = field(default_factory=OperatorDefaults)
+    # A backlog not moving this long while workers are ready is reported (PartitionStalled).
+    stall_seconds: float = 120.0
+    # Worker image prefixes pools may run; empty: any.
+    allowed_images: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -167,7 +178,7 @@ class PoolPlan:
                        problems=report.problems, scaled=(), _report=report)
 
 
-def plan(state: PoolState, memory: PoolMemory, config: OperatorConfig) -> PoolPlan:
+def plan(state: PoolState, memory: PoolMemory, config: PlanSettings) -> PoolPlan:
     old_status = _old_status(state.status)
     try:
         spec = GenerationPoolSpec.model_validate(state.spec)

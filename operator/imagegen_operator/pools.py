@@ -48,7 +48,10 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], mem: PoolMemory,
     started = time.monotonic()
     meta = body["metadata"]
     state = await pool_observe.observe(rt, body, mem, indexes, time.time())
-    plan = pool_plan.plan(state, mem, rt.config)
+    c = rt.config
+    settings = pool_plan.PlanSettings(defaults=c.defaults, stall_seconds=c.stall_seconds,
+                                      allowed_images=c.allowed_images)
+    plan = pool_plan.plan(state, mem, settings)
     plan = await pool_apply.apply(rt, meta["namespace"], meta["name"], plan)
     rt.metrics.reconcile_seconds.labels("GenerationPool").observe(time.monotonic() - started)
     return PassResult(events=plan.events, problems=plan.problems, memory=plan.memory)

@@ -12,10 +12,10 @@ from imagegen_api.messages import Heartbeat
 from imagegen_api.specs import GenerationPoolSpec, ImageModelSpec
 from imagegen_operator.builders import endpoints
 from imagegen_operator.builders.context import OperatorDefaults
-from imagegen_operator.config import OperatorConfig
 from imagegen_operator.pool_plan import (
     DeploymentView,
     KafkaView,
+    PlanSettings,
     PodView,
     PoolMemory,
     PoolPlan,
@@ -39,9 +39,8 @@ SPEC: dict[str, Any] = {
 }
 
 
-def config(**kw: Any) -> OperatorConfig:
-    base = OperatorConfig.from_env({"IMAGEGEN_OPERATOR_STANDALONE": "1"})
-    return replace(base, defaults=OperatorDefaults(kafka_bootstrap="k:9092"), **kw)
+def config(**kw: Any) -> PlanSettings:
+    return PlanSettings(defaults=OperatorDefaults(kafka_bootstrap="k:9092"), **kw)
 
 
 def lag_of(turbo: list[int]) -> Any:
