@@ -8,6 +8,8 @@ rule here is unit-tested without a cluster (tests/unit/operator/test_pool_plan.p
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -38,6 +40,10 @@ from .status import (
 Manifest = dict[str, Any]
 # (bootstrap, topic names, partitions) the topics were last ensured for.
 TopicsKey = tuple[str, tuple[str, ...], int]
+# Unchanged children are applied again at least this often (seconds): a manual edit of a field
+# the operator renders is reverted within it. A change of what is rendered, a Deployment whose
+# replicas differ from the decision, or a missing one is applied at once.
+RESYNC_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,9 @@ class PoolMemory:
     # Partitions with a backlog: (committed offset, since when it has not moved).
     stalls: Mapping[TopicPartition, tuple[int | None, float]] = field(default_factory=dict)
     stalled_reported: tuple[str, ...] = ()
+    # Digest of the children last applied successfully, and when.
+    applied_digest: str | None = None
+    applied_at: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -149,10 +158,13 @@ class _Report:
     stalls: tuple[Stall, ...]
     events_before: tuple[PassEvent, ...]
     lag_failing: bool
+    memory_before: PoolMemory
 
 
 @dataclass(frozen=True)
 class PoolPlan:
+    # What to apply this pass: empty when the pool cannot be rendered, or when nothing changed
+    # since the last apply (less than RESYNC_SECONDS ago).
     children: tuple[Manifest, ...]
     # Pod name → pod-deletion-cost to set before a role shrinks.
     deletion_costs: Mapping[str, int]
@@ -173,9 +185,12 @@ class PoolPlan:
             return replace(self, problems=(*self.problems, problem))
         report = replace(self._report, problems=(*self._report.problems, problem))
         events, status = _events_and_status(report, applied=False)
+        before = self._report.memory_before
+        memory = replace(self.memory, applied_digest=before.applied_digest,
+                         applied_at=before.applied_at)
         return replace(self, events=events, status=status,
                        status_changed=status_differs(status, self._report.state.status),
-                       problems=report.problems, scaled=(), _report=report)
+                       problems=report.problems, scaled=(), memory=memory, _report=report)
 
 
 def plan(state: PoolState, memory: PoolMemory, config: PlanSettings) -> PoolPlan:
@@ -250,8 +265,16 @@ def plan(state: PoolState, memory: PoolMemory, config: PlanSettings) -> PoolPlan
 
     report = _Report(state=state, spec=spec, old_status=old_status, decision=decision,
                      warm=warm, cold=cold, problems=tuple(problems), stalls=tuple(stalls),
-                     events_before=tuple(events), lag_failing=memory.lag_failing)
+                     events_before=tuple(events), lag_failing=memory.lag_failing,
+                     memory_before=memory)
     applied = bool(children)
+    digest, applied_at = memory.applied_digest, memory.applied_at
+    if applied:
+        digest = _digest(children)
+        if _up_to_date(digest, state, memory, decision):
+            children = ()  # nothing to write; `applied` stays: the children are as decided
+        else:
+            applied_at = state.now
     out_events, status = _events_and_status(report, applied=applied)
     return PoolPlan(
         children=children,
@@ -264,9 +287,27 @@ def plan(state: PoolState, memory: PoolMemory, config: PlanSettings) -> PoolPlan
         memory=PoolMemory(
             scaler=decision.state, topics_ensured=topics_ensured, last_poll=state.now,
             last_generation=state.generation, lag_failing=k.lag_error is not None,
-            kafka_failing=kafka_failing, stalls=stall_memory, stalled_reported=where),
+            kafka_failing=kafka_failing, stalls=stall_memory, stalled_reported=where,
+            applied_digest=digest, applied_at=applied_at),
         _report=report,
     )
+
+
+def _digest(children: tuple[Manifest, ...]) -> str:
+    text = json.dumps(children, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _up_to_date(digest: str, state: PoolState, memory: PoolMemory, decision: Decision) -> bool:
+    """The children rendered now were applied recently, and the Deployments (as the index holds
+    them) ask for the decided replicas: no write needed this pass."""
+    if digest != memory.applied_digest or state.now - memory.applied_at >= RESYNC_SECONDS:
+        return False
+    for role, want in ((naming.ROLE_WARM, decision.warm), (naming.ROLE_COLD, decision.cold)):
+        dep = state.deployments.get(role)
+        if dep is None or dep.desired != want:
+            return False
+    return True
 
 
 def _events_and_status(r: _Report, *, applied: bool) -> tuple[tuple[PassEvent, ...],

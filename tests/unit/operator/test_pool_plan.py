@@ -13,6 +13,7 @@ from imagegen_api.specs import GenerationPoolSpec, ImageModelSpec
 from imagegen_operator.builders import endpoints
 from imagegen_operator.builders.context import OperatorDefaults
 from imagegen_operator.pool_plan import (
+    RESYNC_SECONDS,
     DeploymentView,
     KafkaView,
     PlanSettings,
@@ -107,7 +108,25 @@ def test_a_failed_apply_reports_the_problem_and_no_scale() -> None:
     assert failed.scaled == ()
     assert condition(failed, "Degraded")["reason"] == "ApplyFailed"
     assert "lastScaleReason" not in failed.status
-    assert failed.memory == p.memory  # the decision is remembered either way
+    assert failed.memory.scaler == p.memory.scaler  # the decision is remembered either way
+    assert p.memory.applied_digest is not None
+    assert failed.memory.applied_digest is None  # not applied: applied again next pass
+
+
+def test_unchanged_children_are_not_written_again_until_the_resync() -> None:
+    first = plan(state(), PoolMemory(), config())
+    assert first.children
+    again = plan(state(now=T0 + 5), first.memory, config())
+    assert again.children == () and again.problems == ()
+    # A manual scale of a Deployment (as the index shows it) is reverted at once ...
+    drifted = state(now=T0 + 6, deployments={"warm": DeploymentView(0, 0, 0),
+                                            "cold": DeploymentView(0, 0, 0)})
+    assert replicas(plan(drifted, again.memory, config())) == (1, 0)
+    # ... any other edit of a rendered field within RESYNC_SECONDS.
+    assert plan(state(now=T0 + RESYNC_SECONDS), again.memory, config()).children
+    # A change of what is rendered is applied at once.
+    bigger = state(now=T0 + 7, spec={**SPEC, "batching": {"maxBatchSize": 8}})
+    assert plan(bigger, again.memory, config()).children
 
 
 # --- problems carry a reason -----------------------------------------------------------------
