@@ -3,12 +3,12 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 
-.PHONY: demo test setup stack-up stack-down lint unit integration crds bench-cpu
+.PHONY: demo test setup stack-up stack-down lint unit packaging integration crds bench-cpu
 
 demo: setup stack-up
 	$(PY) dev/demo.py
 
-test: setup lint unit integration
+test: setup lint unit packaging integration
 
 setup:
 	dev/setup
@@ -19,15 +19,22 @@ stack-up:
 stack-down:
 	dev/stack down
 
+# The build tools (tools/imagegen_tools) run from the checkout: they are not installed.
+TOOLS := PYTHONPATH=tools $(PY) -m imagegen_tools
+
 lint:
-	.venv/bin/ruff check api operator worker tests dev dev/stack bench
-	.venv/bin/mypy api operator
-	.venv/bin/lint-imports
-	$(PY) -m imagegen_operator.crdgen --check
-	$(PY) -m imagegen_operator.docgen --check
+	.venv/bin/ruff check api client operator worker tools tests dev dev/stack bench
+	.venv/bin/mypy
+	PYTHONPATH=tools .venv/bin/lint-imports
+	$(TOOLS).crdgen --check
+	$(TOOLS).docgen --check
 
 unit:
 	$(PY) -m pytest tests/unit -q -p no:cacheprovider
+
+# The base install in a fresh venv: the client and CLI work, torch & co. are absent.
+packaging:
+	$(PY) -m pytest tests/packaging -q -p no:cacheprovider
 
 # The stack fixture starts (or reuses) the local stack; a component that cannot start fails the
 # tests with its log tail. In CI the stack is stopped afterwards.
@@ -36,5 +43,7 @@ integration:
 	$(PY) -m pytest tests/integration tests/e2e -q -p no:cacheprovider --durations=15; rc=$$?; \
 	  if [[ -n "$${CI:-}" ]]; then dev/stack down || true; fi; exit $$rc
 
+# After a change of api/imagegen_api/specs.py: the CRDs (crds/, the install base) and the reference.
 crds:
-	$(PY) -m imagegen_operator.crdgen
+	$(TOOLS).crdgen
+	$(TOOLS).docgen

@@ -19,6 +19,9 @@ from typing import Any
 from imagegen_api import naming
 from imagegen_api.messages import GenerationRequest, GenerationResult
 
+# The dev stack's pod runner (dev/podrunner.py) runs pods with this label as local processes.
+LOCAL_RUNNER_LABEL = "imagegen.dev/local-runner"
+
 
 @dataclass(frozen=True)
 class Sample:
@@ -51,7 +54,7 @@ def pool_manifest(name: str, model: str, *, warm_min: int = 1, warm_max: int = 2
     return {
         "apiVersion": naming.API_VERSION,
         "kind": naming.GENERATIONPOOL_KIND,
-        "metadata": {"name": name, "labels": {naming.LABEL_LOCAL_RUNNER: "true"}},
+        "metadata": {"name": name},
         "spec": {
             "models": [model],
             "resources": {"cpu": "1", "memory": "1Gi"},
@@ -62,7 +65,9 @@ def pool_manifest(name: str, model: str, *, warm_min: int = 1, warm_max: int = 2
                             "scaleUpStabilizationSeconds": 0,
                             "scaleDownStabilizationSeconds": down_window},
             "batching": {"maxBatchSize": batch, "maxWaitMs": 20},
-            "worker": {"terminationGracePeriodSeconds": 20, "heartbeatSeconds": 1},
+            "worker": {"terminationGracePeriodSeconds": 20, "heartbeatSeconds": 1,
+                       # dev/podrunner.py runs these pods as local worker processes.
+                       "podLabels": {LOCAL_RUNNER_LABEL: "true"}},
         },
     }
 
@@ -92,7 +97,7 @@ async def run(*, kubectl: str, bootstrap: str, namespace: str, pool: str, count:
               sample_every: float = 1.0) -> DrainRun:
     """Submit `count` requests at once, sample until all are answered and the pool is back at
     `settle_warm` warm and 0 cold replicas (or limit_s passes)."""
-    from imagegen_worker.client import ImagegenClient, new_request_id
+    from imagegen_client import ImagegenClient, new_request_id
 
     tiers = naming.DEFAULT_TIERS
     run_ = DrainRun(submitted=count)

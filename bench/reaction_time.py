@@ -274,7 +274,7 @@ async def measure_pool(stack: StackEnv, apps: k8s.AppsV1Api, namespace: str, pol
     pool = f"react-p{poll}"
     manifest = pool_manifest(pool, "tiny-sdxl", warm_min=1, warm_max=WARM_MAX, cold_max=2,
                              partitions=PARTITIONS, activation_lag=1, down_window=2, poll=poll)
-    manifest["metadata"].pop("labels", None)  # no local runner: KWOK pods, no consumers
+    manifest["spec"]["worker"].pop("podLabels", None)  # no local runner: KWOK pods, no consumers
     manifest["spec"]["autoscaling"]["targetLagPerWorker"] = 1
     await asyncio.to_thread(kubectl, stack, "apply", "-n", namespace, "-f", "-",
                             input=json.dumps(manifest))

@@ -42,7 +42,7 @@ from imagegen_api import naming
 from imagegen_api.messages import GenerationRequest
 from imagegen_api.specs import DEFAULT_TIER_SPECS, BatchingSpec, GenerationDefaults, ImageModelSpec
 from imagegen_api.workerconfig import KafkaSettings, ModelEntry, StorageSettings, WorkerConfig
-from imagegen_worker.client import ImagegenClient, new_request_id
+from imagegen_client import ImagegenClient, new_request_id
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMESPACE = "bench"

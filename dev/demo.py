@@ -91,7 +91,7 @@ def pool_status() -> dict:  # type: ignore[type-arg]
 
 async def submit_and_watch(env: dict[str, str], count: int, steps: int, out_dir: Path) -> None:
     from imagegen_api.messages import GenerationRequest
-    from imagegen_worker.client import ImagegenClient, new_request_id
+    from imagegen_client import ImagegenClient, new_request_id
 
     # Fresh seeds each run (so the images are generated, not served from the Redis cache),
     # except the last few requests: repeats of the first ones, answered from the cache.

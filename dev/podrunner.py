@@ -1,6 +1,13 @@
 """The local pod runner (dev only): turns pods labelled imagegen.dev/local-runner=true into real
 local processes, so the operator's scaling decisions start and stop real workers on this machine.
 
+The label is the dev stack's own: the product knows nothing of it. Whoever wants pods run here
+puts it on them by the ordinary means a user has: a GenerationPool's `spec.worker.podLabels`
+(manifests/examples/tiny-pool.yaml, bench/drain_scenario.py), the Helm chart's `podLabels` for the
+operator itself (tests/integration/test_install.py), or a bare pod's own labels. KWOK's pod
+stages (dev/kwok/pod-stages.yaml) leave pods with the label to this runner (Running, readiness
+from the real probe) and make every other pod Ready at once.
+
 For each such pod bound to a (KWOK) node it:
 - starts container[0]'s command + args as a process (own process group, cwd = repo root, the
   project's .venv/bin first on PATH) with the pod's env resolved: literal values, valueFrom
@@ -40,7 +47,7 @@ from kubernetes_asyncio.client.rest import ApiException
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = Path(os.environ.get("IMAGEGEN_STATE", ROOT / ".stack"))
-LABEL = "imagegen.dev/local-runner"
+LABEL = "imagegen.dev/local-runner"  # see the module docstring: set by tests and the demo
 FINALIZER = "imagegen.dev/local-runner"
 log = logging.getLogger("podrunner")
 

@@ -1,5 +1,6 @@
-"""Wire messages between clients and workers (JSON, UTF-8, Kafka key = request_id), the job record
-kept in Redis and the worker heartbeat the operator aggregates. snake_case on the wire.
+"""Wire messages between clients and workers (JSON, UTF-8, Kafka key = request_id): requests,
+results, dead letters, the job record kept in Redis and the worker heartbeat the operator
+aggregates. snake_case on the wire.
 
 Requests are parsed leniently here (types only); limits against the model and pool are checked
 by the worker's validator so that every rejection can name the field and the limit.
@@ -129,6 +130,19 @@ class JobRecord(Message):
             attempts=int(d.get("attempts", 0)),
             result=result,
         )
+
+
+class DeadLetter(Message):
+    """Value of a message on the dead-letter topic imagegen.<ns>.<pool>.dlq (key = request id,
+    header error_code): the request a worker gave up on, and why."""
+
+    request_id: str
+    request: str  # the original message value, as text
+    error: ErrorInfo
+    attempts: int
+    worker: str
+    source: str  # topic:partition:offset
+    failed_at: float  # unix seconds
 
 
 class Heartbeat(Message):

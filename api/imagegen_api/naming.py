@@ -82,9 +82,6 @@ LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_POOL = "imagegen.dev/pool"
 LABEL_ROLE = "imagegen.dev/role"  # warm | cold
-# Dev only: the local pod runner turns pods with this label into real local processes.
-# The operator copies it from a GenerationPool's own labels onto its worker pods.
-LABEL_LOCAL_RUNNER = "imagegen.dev/local-runner"
 ANNOTATION_CONFIG_HASH = "imagegen.dev/config-hash"
 # On a prefetch Job: the ImageModel spec it downloads for (a new spec replaces the Job).
 LABEL_SPEC_HASH = "imagegen.dev/spec-hash"

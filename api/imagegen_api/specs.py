@@ -7,18 +7,25 @@ and a test fails if the files drift. The operator parses every CR through them o
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import ConfigDict, Field, JsonValue, field_validator, model_validator
 
 from . import naming
 from .base import JsonDict, KubeModel, cel
 
+# Enums and limits stated once: the CRD schema, the worker's request validation and the CLI's
+# choices all read these.
 Sampler = Literal["euler", "euler_a", "ddim", "dpmpp_2m", "lcm"]
-SAMPLERS: tuple[str, ...] = ("euler", "euler_a", "ddim", "dpmpp_2m", "lcm")
+SAMPLERS: tuple[str, ...] = get_args(Sampler)
 PipelineFamily = Literal["sdxl", "sd15", "sd3", "flux", "auto"]
 DType = Literal["float16", "bfloat16", "float32"]
 OutputFormat = Literal["png", "webp"]
+OUTPUT_FORMATS: tuple[str, ...] = get_args(OutputFormat)
+# Classifier-free guidance scale: what an ImageModel's default and a request may set.
+GUIDANCE_RANGE: tuple[float, float] = (0, 50)
+# Image sides in pixels: at least this, at most that, a multiple of the last (the VAE's factor).
+MIN_SIDE, MAX_SIDE, SIDE_MULTIPLE = 64, 8192, 8
 
 SOURCE_PATTERN = (
     r"^(hf://[A-Za-z0-9._-]+/[A-Za-z0-9._-]+(@[A-Za-z0-9._/-]+)?"
@@ -64,16 +71,16 @@ class GenerationDefaults(KubeModel):
 
     sampler: Sampler = "euler"
     steps: int = Field(30, ge=1, le=500)
-    guidance: float = Field(7.0, ge=0, le=50)
-    width: int = Field(1024, ge=64, le=8192, multiple_of=8)
-    height: int = Field(1024, ge=64, le=8192, multiple_of=8)
+    guidance: float = Field(7.0, ge=GUIDANCE_RANGE[0], le=GUIDANCE_RANGE[1])
+    width: int = Field(1024, ge=MIN_SIDE, le=MAX_SIDE, multiple_of=SIDE_MULTIPLE)
+    height: int = Field(1024, ge=MIN_SIDE, le=MAX_SIDE, multiple_of=SIDE_MULTIPLE)
     negative_prompt: str = Field("", max_length=2000)
 
 
 class ModelLimits(KubeModel):
     """What one request may ask of this model; every rejection names one of these."""
 
-    max_pixels: int = Field(1536 * 1536, ge=64 * 64, le=8192 * 8192)
+    max_pixels: int = Field(1536 * 1536, ge=MIN_SIDE * MIN_SIDE, le=MAX_SIDE * MAX_SIDE)
     max_steps: int = Field(100, ge=1, le=500)
     max_prompt_tokens: int = Field(77, ge=1, le=4096)
     max_images_per_request: int = Field(4, ge=1, le=16)
@@ -92,8 +99,9 @@ class Prefetch(KubeModel):
     """Download the weights once into a PersistentVolumeClaim that workers mount read-only."""
 
     claim_name: str = Field(pattern=DNS_LABEL, max_length=63)
-    # When set, the operator creates the claim if it is missing.
-    size: str | None = Field(None, pattern=QUANTITY)
+    size: str | None = Field(
+        None, pattern=QUANTITY,
+        description="When set, the operator creates the claim if it is missing.")
     storage_class_name: str | None = None
 
 
@@ -104,9 +112,9 @@ class Optimizations(KubeModel):
     channels_last: bool = True
     fuse_qkv: bool = False
     vae_tiling: bool = False
-    # Lossy, opt-in: reuse deep UNet features across steps, or fp8 matmuls.
-    step_cache: bool = False
-    fp8: bool = False
+    step_cache: bool = Field(
+        False, description="Lossy, opt-in: reuse deep UNet features across steps.")
+    fp8: bool = Field(False, description="Lossy, opt-in: fp8 matmuls.")
 
 
 class ImageModelSpec(KubeModel):
@@ -135,6 +143,8 @@ class ImageModelSpec(KubeModel):
     source: str = Field(
         pattern=SOURCE_PATTERN,
         max_length=512,
+        description="Where the weights come from: hf://org/repo@revision, s3://bucket/prefix, "
+        "pvc://claim/path, file:///path or builtin://tiny-sdxl (CPU demos and tests). Immutable.",
         json_schema_extra={
             "x-kubernetes-validations": [
                 cel(
@@ -145,7 +155,7 @@ class ImageModelSpec(KubeModel):
             ]
         },
     )
-    pipeline: PipelineFamily = "sdxl"
+    pipeline: PipelineFamily = Field("sdxl", description="Pipeline family of the weights.")
     dtype: DType = "float16"
     revision: str | None = Field(None, max_length=128)
     defaults: GenerationDefaults = GenerationDefaults()
@@ -155,7 +165,6 @@ class ImageModelSpec(KubeModel):
         max_length=16,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
-    gpu_memory_gib: int | None = Field(None, alias="gpuMemoryGiB", ge=1, le=1024)
     prefetch: Prefetch | None = None
     optimizations: Optimizations = Optimizations()
 
@@ -203,8 +212,9 @@ class WarmPool(KubeModel):
             ]
         }
     )
-    min_replicas: int = Field(1, ge=0, le=1000)
-    max_replicas: int = Field(4, ge=0, le=1000)
+    min_replicas: int = Field(
+        1, ge=0, le=1000, description="The warm pool never has fewer workers than this.")
+    max_replicas: int = Field(4, ge=0, le=1000, description="Upper bound of the warm pool.")
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
 
@@ -218,8 +228,10 @@ class WarmPool(KubeModel):
 class ColdPool(KubeModel):
     """Spot/preemptible overflow workers; scale to zero, wake above the activation lag."""
 
-    max_replicas: int = Field(8, ge=0, le=1000)
-    activation_lag: int = Field(5, ge=0, le=1_000_000)
+    max_replicas: int = Field(8, ge=0, le=1000, description="Upper bound of the cold (spot) pool.")
+    activation_lag: int = Field(
+        5, ge=0, le=1_000_000,
+        description="The cold pool scales up from zero only above this consumer lag.")
     node_selector: dict[str, str] = Field(
         default_factory=lambda: {naming.LABEL_CAPACITY_TYPE: naming.CAPACITY_SPOT}
     )
@@ -253,8 +265,10 @@ class ValueFrom(KubeModel):
 class Tier(KubeModel):
     name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=20)
     weight: int = Field(ge=1, le=1000)
-    # A request older than this is served before any younger one (starvation guard).
-    max_wait_seconds: int = Field(300, ge=1, le=86400)
+    max_wait_seconds: int = Field(
+        300, ge=1, le=86400,
+        description="A request older than this is served before any younger one "
+        "(starvation guard).")
 
 
 DEFAULT_TIER_SPECS: tuple[Tier, ...] = (
@@ -275,8 +289,10 @@ class QueueSpec(KubeModel):
     model_config = KubeModel.model_config | ConfigDict(
         json_schema_extra={"x-kubernetes-validations": [_one_source("bootstrapServers")]}
     )
-    # Absent both: the operator's own default (its IMAGEGEN_KAFKA_BOOTSTRAP).
-    bootstrap_servers: str | None = Field(None, max_length=1024)
+    bootstrap_servers: str | None = Field(
+        None, max_length=1024,
+        description="Kafka bootstrap servers; absent both this and bootstrapServersFrom: the "
+        "operator's default (IMAGEGEN_KAFKA_BOOTSTRAP).")
     bootstrap_servers_from: ValueFrom | None = None
     partitions: int = Field(6, ge=1, le=1000)
     replication_factor: int = Field(1, ge=1, le=7)
@@ -286,19 +302,21 @@ class QueueSpec(KubeModel):
         max_length=8,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
-    # A request that fails this many times goes to the dead-letter topic.
-    max_attempts: int = Field(3, ge=1, le=100)
+    max_attempts: int = Field(
+        3, ge=1, le=100,
+        description="A request that fails this many times goes to the dead-letter topic.")
 
 
 class AutoscalingSpec(KubeModel):
     poll_seconds: int = Field(5, ge=1, le=300)
     target_lag_per_worker: int = Field(2, ge=1, le=100_000)
-    # SLO mode: enough workers to drain the backlog within this many seconds.
-    target_wait_seconds: int | None = Field(None, ge=1, le=86400)
+    target_wait_seconds: int | None = Field(
+        None, ge=1, le=86400,
+        description="SLO mode: enough workers to drain the backlog within this many seconds.")
     scale_up_stabilization_seconds: int = Field(0, ge=0, le=3600)
     scale_down_stabilization_seconds: int = Field(300, ge=0, le=86400)
-    # More consumers than partitions sit idle; allow it only on purpose.
-    allow_idle_consumers: bool = False
+    allow_idle_consumers: bool = Field(
+        False, description="More consumers than partitions sit idle; allow it only on purpose.")
 
 
 class BatchingSpec(KubeModel):
@@ -311,7 +329,10 @@ class CacheSpec(KubeModel):
         json_schema_extra={"x-kubernetes-validations": [_one_source("redisUrl")]}
     )
     enabled: bool = True
-    redis_url: str | None = Field(None, max_length=1024)
+    redis_url: str | None = Field(
+        None, max_length=1024,
+        description="Redis URL of the result cache and job records; absent both this and "
+        "redisUrlFrom: the operator's default (IMAGEGEN_REDIS_URL).")
     redis_url_from: ValueFrom | None = None
     ttl_seconds: int = Field(86400, ge=1, le=30 * 86400)
 
@@ -320,8 +341,10 @@ class StorageSpec(KubeModel):
     endpoint: str | None = Field(None, max_length=1024)
     bucket: str = Field("imagegen", pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
     region: str = Field("us-east-1", max_length=64)
-    # Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; absent: the operator's default.
-    credentials_secret: str | None = Field(None, pattern=DNS_LABEL, max_length=253)
+    credentials_secret: str | None = Field(
+        None, pattern=DNS_LABEL, max_length=253,
+        description="Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; absent: the "
+        "operator's default.")
     url_ttl_seconds: int = Field(3600, ge=60, le=7 * 86400)
 
 
@@ -332,8 +355,10 @@ class SafetySpec(KubeModel):
 
 class GpuSpec(KubeModel):
     resource_name: str = Field("nvidia.com/gpu", max_length=253)
-    # 0 runs workers without a GPU (the CPU demo with builtin://tiny-sdxl).
-    count: int = Field(1, ge=0, le=16)
+    count: int = Field(
+        1, ge=0, le=16,
+        description="GPUs per worker; 0 runs workers without a GPU (the CPU demo with "
+        "builtin://tiny-sdxl).")
     product: str | None = Field(None, max_length=253)
 
 
@@ -351,16 +376,22 @@ class WorkerSpec(KubeModel):
     image: str = Field("ghcr.io/imagegen-dev/imagegen-worker:0.1.0", max_length=512)
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     heartbeat_seconds: int = Field(5, ge=1, le=300)
-    # Long enough to finish the batch in hand after SIGTERM.
-    termination_grace_period_seconds: int = Field(120, ge=5, le=3600)
+    termination_grace_period_seconds: int = Field(
+        120, ge=5, le=3600,
+        description="Long enough to finish the batch in hand after SIGTERM.")
     service_account_name: str | None = Field(None, pattern=DNS_LABEL, max_length=253)
     env: list[EnvVar] = Field(default_factory=list, max_length=64)
+    pod_labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Labels added to every worker pod (cost allocation, policies, a dev "
+        "runner's selector); the operator's own labels take precedence.")
 
 
 class GenerationPoolSpec(KubeModel):
-    # The first model is the default for requests that name none.
     models: list[str] = Field(
-        min_length=1, max_length=16, json_schema_extra={"x-kubernetes-list-type": "set"}
+        min_length=1, max_length=16, json_schema_extra={"x-kubernetes-list-type": "set"},
+        description="ImageModels served by the pool; the first is the default for requests "
+        "that name none.",
     )
     worker: WorkerSpec = WorkerSpec()
     gpu: GpuSpec = GpuSpec()
@@ -409,22 +440,26 @@ class QueueStatus(KubeModel):
     lag: int = 0
     lag_by_tier: dict[str, int] = Field(default_factory=dict)
     partitions: int = 0
-    # Partitions whose backlog has not moved for a while although workers are ready.
-    stalled_partitions: list[str] = Field(default_factory=list)
+    stalled_partitions: list[str] = Field(
+        default_factory=list,
+        description="Partitions whose backlog has not moved for a while although workers are "
+        "ready.")
 
 
 class GenerationPoolStatus(KubeModel):
     model_config = KubeModel.model_config | ConfigDict(extra="ignore")
     observed_generation: int | None = None
     model: str | None = None
-    ready: str = "0/0"  # "ready/desired", for the READY column
-    desired: str = "0/0"  # "warm/cold" desired replicas, for the wide DESIRED column
+    ready: str = Field("0/0", description='"ready/desired" workers, for the READY column.')
+    desired: str = Field(
+        "0/0", description='"warm/cold" desired replicas, for the wide DESIRED column.')
     replicas: int = 0
     ready_replicas: int = 0
     warm: RolePoolStatus = RolePoolStatus()
     cold: RolePoolStatus = RolePoolStatus()
     queue: QueueStatus = QueueStatus()
-    throughput: float = 0.0  # images per minute, summed over fresh heartbeats
+    throughput: float = Field(
+        0.0, description="Images per minute, summed over fresh heartbeats.")
     busy_workers: int = 0
     last_scale_time: str | None = None
     last_scale_reason: str | None = None
@@ -435,7 +470,8 @@ class ImageModelStatus(KubeModel):
     model_config = KubeModel.model_config | ConfigDict(extra="ignore")
     observed_generation: int | None = None
     ready: bool = False
-    cached: str = "n/a"  # n/a | Pending | InProgress | Ready | Failed
+    cached: str = Field(
+        "n/a", description="Prefetch state: n/a, Pending, InProgress, Ready or Failed.")
     resolved_source: str | None = None
     used_by: list[str] = Field(default_factory=list)
     conditions: list[Condition] = Field(default_factory=list)

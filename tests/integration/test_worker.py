@@ -35,7 +35,7 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from imagegen_api import naming
-from imagegen_api.messages import GenerationRequest, GenerationResult, Heartbeat
+from imagegen_api.messages import DeadLetter, GenerationRequest, GenerationResult, Heartbeat
 from imagegen_api.specs import (
     DEFAULT_TIER_SPECS,
     BatchingSpec,
@@ -51,14 +51,14 @@ from imagegen_api.workerconfig import (
     StorageSettings,
     WorkerConfig,
 )
+from imagegen_client import ImagegenClient, new_request_id
 from imagegen_worker.batchrun import BatchRunner
 from imagegen_worker.cache import CachedImage, ImageCache
-from imagegen_worker.client import ImagegenClient, new_request_id
 from imagegen_worker.faults import Faults
 from imagegen_worker.intake import Intake
 from imagegen_worker.metrics import WorkerMetrics
 from imagegen_worker.respond import Responder
-from imagegen_worker.results import DeadLetter, JobRecords, ResultPublisher
+from imagegen_worker.results import JobRecords, ResultPublisher
 from imagegen_worker.scheduler import TierScheduler
 from imagegen_worker.stats import WorkerStats
 from imagegen_worker.storage import ObjectStore

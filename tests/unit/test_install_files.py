@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -195,28 +196,55 @@ def test_worker_dockerfile_contract() -> None:
     assert "python -m imagegen_worker.prefetch" in text, "the prefetch entry point is documented"
 
 
-def test_operator_image_installs_pinned_operator_deps_only() -> None:
-    """The operator image takes its pins from pyproject.toml, never torch."""
-    text = (ROOT / "Dockerfile.operator").read_text()
-    script = re.search(r"<<'PY'\n(.*?)\nPY\n", text, re.S)
-    assert script, "the requirements extraction script"
-    old = os.getcwd()
-    ns: dict[str, Any] = {}
-    import contextlib
-    import io
+def _pyproject() -> dict[str, Any]:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
 
-    buf = io.StringIO()
-    try:
-        os.chdir(ROOT)
-        with contextlib.redirect_stdout(buf):
-            exec(compile(script.group(1), "Dockerfile.operator", "exec"), ns)
-    finally:
-        os.chdir(old)
-    reqs = buf.getvalue().split()
+
+def _names(reqs: list[str]) -> set[str]:
+    return {re.split(r"[=<>!~ \[;]", r, maxsplit=1)[0].lower().replace("_", "-") for r in reqs}
+
+
+def _installs_before_source(name: str) -> list[str]:
+    """The `pip install` arguments of the RUNs between copying pyproject.toml and the source."""
+    ins = parse_dockerfile((ROOT / name).read_text())
+    copies = [i for i in ins if i.keyword == "COPY"]
+    dep = next(c.line for c in copies if "pyproject.toml" in c.args.split())
+    src = next(c.line for c in copies if c.line > dep)
+    return [i.args for i in ins if i.keyword == "RUN" and dep < i.line < src
+            and "pip install" in i.args]
+
+
+@pytest.mark.parametrize(("name", "extra"), [("Dockerfile.operator", "operator"),
+                                             ("Dockerfile.worker", "worker")])
+def test_images_install_their_extra_from_pyproject(name: str, extra: str) -> None:
+    """No hand-kept requirement list in a Dockerfile: each image installs `.[<its extra>]`."""
+    runs = _installs_before_source(name)
+    assert any(f"'.[{extra}]'" in r or f'".[{extra}]"' in r for r in runs), runs
+    assert "tomllib" not in (ROOT / name).read_text()
+
+
+def test_operator_image_installs_pinned_operator_deps_only() -> None:
+    """The operator image's requirements (base + [operator]) are pinned and never torch."""
+    project = _pyproject()["project"]
+    reqs = project["dependencies"] + project["optional-dependencies"]["operator"]
     assert all("==" in r for r in reqs)
-    names = {r.split("==")[0].lower().replace("_", "-") for r in reqs}
+    names = _names(reqs)
     assert {"kopf", "kubernetes-asyncio", "pydantic"} <= names
     assert not names & {"torch", "diffusers", "transformers"}
+
+
+def test_base_install_is_the_client_only() -> None:
+    """`pip install imagegen-operator`: the contract and the client, no GPU stack, no kopf."""
+    project = _pyproject()["project"]
+    names = _names(project["dependencies"])
+    assert names == {"pydantic", "aiokafka", "redis", "aiohttp"}
+    assert project["scripts"]["imagegen"] == "imagegen_client.cli:main"
+    extras = project["optional-dependencies"]
+    assert {"torch", "diffusers", "transformers", "boto3"} <= _names(extras["worker"])
+    assert not _names(extras["operator"]) & {"torch", "diffusers", "transformers", "boto3"}
+    assert all("==" in r for group in extras.values() for r in group)
+    setup = (ROOT / "dev" / "setup").read_text()
+    assert "-e '.[operator,worker,dev]'" in setup
 
 
 def test_dockerignore_excludes_local_state() -> None:
@@ -225,7 +253,7 @@ def test_dockerignore_excludes_local_state() -> None:
     assert {"out"} <= patterns
     assert any("__pycache__" in p for p in patterns)
     # ...but never what the images copy
-    for needed in ("pyproject.toml", "README.md", "api", "operator", "worker"):
+    for needed in ("pyproject.toml", "README.md", "api", "client", "operator", "worker"):
         assert needed not in patterns
 
 

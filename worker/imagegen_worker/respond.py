@@ -13,11 +13,11 @@ import logging
 import time
 from collections.abc import Callable
 
-from imagegen_api.messages import ErrorInfo, GenerationResult, ImageRef
+from imagegen_api.messages import DeadLetter, ErrorInfo, GenerationResult, ImageRef
 
 from .logs import fields
 from .metrics import WorkerMetrics
-from .results import DeadLetter, JobRecords, ResultPublisher
+from .results import JobRecords, ResultPublisher
 from .stats import WorkerStats
 from .storage import ObjectStore
 from .work import MessageRef

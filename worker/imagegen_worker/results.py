@@ -22,7 +22,7 @@ from typing import Any, cast
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 from imagegen_api import naming
-from imagegen_api.messages import TERMINAL_STATES, ErrorInfo, GenerationResult, JobRecord, Message
+from imagegen_api.messages import TERMINAL_STATES, DeadLetter, GenerationResult, JobRecord
 
 _TERMINAL_LUA = "{" + ",".join(f"['{s}']=true" for s in sorted(TERMINAL_STATES)) + "}"
 
@@ -134,18 +134,6 @@ class JobRecords:
     async def get(self, request_id: str) -> JobRecord | None:
         raw = await self.client.hgetall(naming.job_key(request_id))
         return JobRecord.from_hash(cast(dict[bytes, bytes], raw)) if raw else None
-
-
-class DeadLetter(Message):
-    """Value of a dead-letter message (key = request id): the request and why it gave up."""
-
-    request_id: str
-    request: str  # the original message value, as text
-    error: ErrorInfo
-    attempts: int
-    worker: str
-    source: str  # topic:partition:offset
-    failed_at: float
 
 
 class ResultPublisher:

@@ -17,14 +17,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from imagegen_api.messages import ErrorInfo, GenerationRequest, ResultStatus
-from imagegen_api.specs import SAMPLERS
+from imagegen_api.specs import GUIDANCE_RANGE, MIN_SIDE, OUTPUT_FORMATS, SAMPLERS, SIDE_MULTIPLE
 from imagegen_api.workerconfig import WorkerConfig
 from pydantic import ValidationError
 
-OUTPUT_FORMATS: tuple[str, ...] = ("png", "webp")
-MIN_SIDE = 64
-SIDE_MULTIPLE = 8
-GUIDANCE_RANGE = (0.0, 50.0)  # the range ImageModel defaults accept (specs.GenerationDefaults)
 MAX_SEED = 2**63 - 1
 
 # (model name, text) → number of tokens the model's tokenizer produces.

@@ -123,11 +123,9 @@ def _probe(path: str, period: int, failures: int) -> Manifest:
 
 def _pod_template(ctx: PoolContext, role: str, config_digest: str) -> Manifest:
     spec = ctx.spec
-    labels = {**naming.pool_labels(ctx.name), naming.LABEL_COMPONENT: "worker",
-              naming.LABEL_ROLE: role}
-    runner = ctx.pool_labels.get(naming.LABEL_LOCAL_RUNNER)
-    if runner is not None:
-        labels[naming.LABEL_LOCAL_RUNNER] = runner
+    # The spec's pod labels first: the operator's own (selector) labels always win.
+    labels = {**spec.worker.pod_labels, **naming.pool_labels(ctx.name),
+              naming.LABEL_COMPONENT: "worker", naming.LABEL_ROLE: role}
     placement = spec.warm if role == naming.ROLE_WARM else spec.cold
     node_selector = dict(placement.node_selector)
     if spec.gpu.product:

@@ -1,6 +1,6 @@
 """A small asyncio client of a generation pool: produce requests, wait for their results, read
 job records, download images. Used by the `imagegen` CLI, the integration tests, the demo and
-the benchmark.
+the benchmark. Part of the base install: needs only the contract, aiokafka, redis and aiohttp.
 
 Results are read from the pool's results topic without a consumer group: the client assigns
 itself every partition at the end offsets taken *before* it produces anything, so it sees every
@@ -27,10 +27,16 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from imagegen_api import naming
 from imagegen_api.messages import GenerationRequest, GenerationResult, JobRecord
 
-from .aio import wait_event
-
 DEFAULT_TIER = "fast"
 Progress = Callable[[dict[str, GenerationResult]], None]
+
+
+async def _wait_event(event: asyncio.Event, seconds: float) -> None:
+    """Wait until `event` is set or `seconds` pass. asyncio.timeout, not wait_for: on Python
+    3.11 wait_for can swallow a cancellation that arrives while the event is being set."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()
 
 
 def new_request_id(prefix: str = "req") -> str:
@@ -142,7 +148,7 @@ class ImagegenClient:
             if len(got) == len(wanted) or remaining <= 0:
                 return got
             self._changed.clear()
-            await wait_event(self._changed, min(remaining, 0.5))
+            await _wait_event(self._changed, min(remaining, 0.5))
 
     async def generate(self, requests: Sequence[GenerationRequest], *,
                        within: float = 300.0) -> dict[str, GenerationResult]:

@@ -1,11 +1,15 @@
-"""The CRDs in crds/ are generated from the spec models and structurally valid."""
+"""The CRDs in crds/ (and the install base's copy) are generated from the spec models and
+structurally valid."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
-from imagegen_operator import crdgen
+from imagegen_tools import crdgen
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def walk(node: Any, path: str = "") -> list[tuple[str, dict[str, Any]]]:
@@ -22,7 +26,22 @@ def walk(node: Any, path: str = "") -> list[tuple[str, dict[str, Any]]]:
 
 
 def test_crds_in_repo_match_models() -> None:
-    assert crdgen.main(["--check"]) == 0
+    assert crdgen.main(["--check", "--root", str(ROOT)]) == 0
+
+
+def test_outputs_follow_root_and_out(tmp_path: Path) -> None:
+    """Installed or not, the tool writes where it is told, never next to its own file."""
+    assert crdgen.main(["--root", str(tmp_path)]) == 0
+    for sub in ("crds", "manifests/install/crds"):
+        assert sorted(p.name for p in (tmp_path / sub).iterdir()) == [
+            "generationpools.yaml", "imagemodels.yaml"]
+    assert crdgen.main(["--check", "--root", str(tmp_path)]) == 0
+    (tmp_path / "crds" / "imagemodels.yaml").write_text("stale\n")
+    assert crdgen.main(["--check", "--root", str(tmp_path)]) == 1
+    out = tmp_path / "elsewhere"
+    assert crdgen.main(["--out", str(out)]) == 0
+    assert (out / "imagemodels.yaml").read_text() == (
+        ROOT / "crds" / "imagemodels.yaml").read_text()
 
 
 @pytest.mark.parametrize("name", ["imagemodels.yaml", "generationpools.yaml"])

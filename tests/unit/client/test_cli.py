@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import io
 
+import pytest
 from imagegen_api.messages import ErrorInfo, GenerationRequest, GenerationResult, ImageRef, Timings
-from imagegen_worker import cli
+from imagegen_client import cli
 
 
 def ns(**kw: object) -> argparse.Namespace:
@@ -72,3 +73,21 @@ def test_progress_line_counts_done_cached_and_failed() -> None:
     assert out.getvalue() == ""  # not a terminal: no redraws
     bar.finish(results)
     assert out.getvalue().startswith("[###")
+
+
+def test_choices_and_limits_come_from_the_contract(capsys: pytest.CaptureFixture[str]) -> None:
+    """Samplers, output formats and the guidance range are stated once, in imagegen_api.specs."""
+    from imagegen_api.specs import GUIDANCE_RANGE, OUTPUT_FORMATS, SAMPLERS, GenerationDefaults
+
+    assert SAMPLERS == ("euler", "euler_a", "ddim", "dpmpp_2m", "lcm")
+    assert OUTPUT_FORMATS == ("png", "webp")
+    schema = GenerationDefaults.model_json_schema()["properties"]
+    assert (schema["guidance"]["minimum"], schema["guidance"]["maximum"]) == GUIDANCE_RANGE
+    assert tuple(schema["sampler"]["enum"]) == SAMPLERS
+    for bad, needle in ((["--sampler", "nope"], "invalid choice"),
+                        (["--format", "gif"], "invalid choice"),
+                        (["--guidance", "50.5"], "guidance 50.5 is outside [0, 50]")):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(["submit", "--pool", "p", *bad, "a fox"])
+        assert exit_info.value.code == 2
+        assert needle in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""`imagegen`: the command-line client of a generation pool (built on `client`).
+"""`imagegen`: the command-line client of a generation pool (built on `client`; installed by a
+plain `pip install imagegen-operator`).
 
     imagegen submit --pool tiny [-n NS] [--tier fast] [--seed N] [--size 64x64] [--steps 4]
                     [--count 24] [--out DIR] "prompt" ["prompt" ...]
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from imagegen_api import naming
 from imagegen_api.messages import GenerationRequest, GenerationResult
+from imagegen_api.specs import GUIDANCE_RANGE, OUTPUT_FORMATS, SAMPLERS
 
 from .client import ImagegenClient, new_request_id, read_status
 
@@ -44,11 +46,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     s.add_argument("--seed", type=int, default=None, help="seed of the first request (N+i)")
     s.add_argument("--size", default=None, help="WIDTHxHEIGHT, e.g. 64x64")
     s.add_argument("--steps", type=int, default=None)
-    s.add_argument("--guidance", type=float, default=None)
-    s.add_argument("--sampler", default=None)
+    s.add_argument("--guidance", type=_guidance, default=None,
+                   help="classifier-free guidance, {:g}..{:g}".format(*GUIDANCE_RANGE))
+    s.add_argument("--sampler", default=None, choices=SAMPLERS,
+                   help="default: the model's")
     s.add_argument("--negative", default=None, help="negative prompt")
     s.add_argument("--images", type=int, default=1, help="images per request")
-    s.add_argument("--format", default="png", choices=["png", "webp"])
+    s.add_argument("--format", default="png", choices=OUTPUT_FORMATS)
     s.add_argument("--count", type=int, default=None, help="requests (default: one per prompt)")
     s.add_argument("--out", type=Path, default=None, help="download images into this folder")
     s.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for results")
@@ -63,6 +67,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ns.command == "status":
         return asyncio.run(_status(ns))
     return asyncio.run(_submit(ns))
+
+
+def _guidance(text: str) -> float:
+    """--guidance within the range the contract allows (the worker would reject it later)."""
+    value = float(text)
+    lo, hi = GUIDANCE_RANGE
+    if not lo <= value <= hi:
+        raise argparse.ArgumentTypeError(f"guidance {text} is outside [{lo:g}, {hi:g}]")
+    return value
 
 
 def _endpoints(p: argparse.ArgumentParser) -> None:

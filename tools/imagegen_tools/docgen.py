@@ -1,13 +1,15 @@
 """Renders docs/reference.md, the field reference of the two custom resources, from the CRDs.
+A build tool of the repository (tools/, not shipped in the wheel); `make lint` checks it.
 
-    python -m imagegen_operator.docgen           write docs/reference.md
-    python -m imagegen_operator.docgen --check   exit 1 if docs/reference.md is out of date
+    python -m imagegen_tools.docgen [--root DIR]           write DIR/docs/reference.md
+    python -m imagegen_tools.docgen [--root DIR] --check   exit 1 if it is out of date
+    python -m imagegen_tools.docgen --out FILE             write FILE instead
 
 The input is `crdgen.render()`, itself generated from the pydantic models in
 api/imagegen_api/specs.py, so the reference shows exactly what the API server enforces: one table
 per object (field path, type, default, limits, description) and the CEL rules with their messages.
-Descriptions come from the schema (model docstrings) or, for the fields that matter most, from
-`DESCRIPTIONS` below (taken from the comments in specs.py); every other description is left empty.
+Descriptions are the models' own (field descriptions and model docstrings, which the CRDs carry
+too, for `kubectl explain`); a field without one gets an empty cell.
 """
 
 from __future__ import annotations
@@ -19,82 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from imagegen_operator import crdgen
+from imagegen_api import naming
+
+from imagegen_tools import crdgen
 
 Schema = dict[str, Any]
 
-REFERENCE = crdgen.REPO_ROOT / "docs" / "reference.md"
-
-# Brief descriptions of the most important fields, keyed by `<Kind>:<path>`. Each one restates a
-# comment or a docstring of api/imagegen_api/specs.py (or the crdgen column it feeds); fields
-# without an entry here or in the schema get an empty description rather than an invented one.
-DESCRIPTIONS: dict[str, str] = {
-    "ImageModel:spec.source": (
-        "Where the weights come from: hf://org/repo@revision, s3://bucket/prefix, "
-        "pvc://claim/path, file:///path or builtin://tiny-sdxl (CPU demos and tests). Immutable."
-    ),
-    "ImageModel:spec.pipeline": "Pipeline family of the weights.",
-    "ImageModel:spec.defaults": "Parameters a request gets when it does not set them.",
-    "ImageModel:spec.limits": (
-        "What one request may ask of this model; every rejection names one of these."
-    ),
-    "ImageModel:spec.gpuMemoryGiB": "GPU memory the model needs.",
-    "ImageModel:spec.prefetch": (
-        "Download the weights once into a PersistentVolumeClaim that workers mount read-only."
-    ),
-    "ImageModel:spec.prefetch.size": (
-        "When set, the operator creates the claim if it is missing."
-    ),
-    "ImageModel:spec.optimizations": (
-        "Speed levers. The defaults never change pixels; lossy ones are opt-in per model."
-    ),
-    "ImageModel:spec.optimizations.stepCache": (
-        "Lossy, opt-in: reuse deep UNet features across steps."
-    ),
-    "ImageModel:spec.optimizations.fp8": "Lossy, opt-in: fp8 matmuls.",
-    "GenerationPool:spec.models": (
-        "ImageModels served by the pool; the first is the default for requests that name none."
-    ),
-    "GenerationPool:spec.gpu.count": (
-        "GPUs per worker; 0 runs workers without a GPU (the CPU demo with builtin://tiny-sdxl)."
-    ),
-    "GenerationPool:spec.warm.minReplicas": "The warm pool never has fewer workers than this.",
-    "GenerationPool:spec.warm.maxReplicas": "Upper bound of the warm pool.",
-    "GenerationPool:spec.cold.maxReplicas": "Upper bound of the cold (spot) pool.",
-    "GenerationPool:spec.cold.activationLag": (
-        "The cold pool scales up from zero only above this consumer lag."
-    ),
-    "GenerationPool:spec.queue.bootstrapServers": (
-        "Kafka bootstrap servers; absent both this and bootstrapServersFrom: the operator's "
-        "default (IMAGEGEN_KAFKA_BOOTSTRAP)."
-    ),
-    "GenerationPool:spec.queue.tiers[].maxWaitSeconds": (
-        "A request older than this is served before any younger one (starvation guard)."
-    ),
-    "GenerationPool:spec.queue.maxAttempts": (
-        "A request that fails this many times goes to the dead-letter topic."
-    ),
-    "GenerationPool:spec.autoscaling.targetWaitSeconds": (
-        "SLO mode: enough workers to drain the backlog within this many seconds."
-    ),
-    "GenerationPool:spec.autoscaling.allowIdleConsumers": (
-        "More consumers than partitions sit idle; allow it only on purpose."
-    ),
-    "GenerationPool:spec.cache.redisUrl": (
-        "Redis URL of the result cache and job records; absent both this and redisUrlFrom: "
-        "the operator's default (IMAGEGEN_REDIS_URL)."
-    ),
-    "GenerationPool:spec.storage.credentialsSecret": (
-        "Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; absent: the operator's default."
-    ),
-    "GenerationPool:spec.worker.terminationGracePeriodSeconds": (
-        "Long enough to finish the batch in hand after SIGTERM."
-    ),
-    "GenerationPool:status.ready": "\"ready/desired\" workers, for the READY column.",
-    "GenerationPool:status.desired": "\"warm/cold\" desired replicas, for the wide DESIRED column.",
-    "GenerationPool:status.throughput": "Images per minute, summed over fresh heartbeats.",
-    "ImageModel:status.cached": "Prefetch state: n/a, Pending, InProgress, Ready or Failed.",
-}
+# Below the repository root.
+REFERENCE = Path("docs") / "reference.md"
 
 _LIMIT_KEYS = (
     ("minimum", "min"),
@@ -192,8 +126,8 @@ def _object_node(node: Schema) -> Schema | None:
     return None
 
 
-def _describe(kind: str, path: str, node: Schema) -> str:
-    return DESCRIPTIONS.get(f"{kind}:{path}") or str(node.get("description", ""))
+def _describe(node: Schema) -> str:
+    return str(node.get("description", ""))
 
 
 def _rules(path: str, node: Schema, doc: KindDoc) -> None:
@@ -203,7 +137,7 @@ def _rules(path: str, node: Schema, doc: KindDoc) -> None:
 
 def _walk(kind: str, path: str, node: Schema, doc: KindDoc) -> None:
     """Adds the table of the object at `path` (and of every object below it) to `doc`."""
-    table = Table(path, _describe(kind, path, node))
+    table = Table(path, _describe(node))
     doc.tables.append(table)
     children: list[tuple[str, Schema]] = []
     needed = set(node.get("required", []))
@@ -220,7 +154,7 @@ def _walk(kind: str, path: str, node: Schema, doc: KindDoc) -> None:
             type_text = f"[{type_text}](#{_anchor(f'{kind} {obj_path}')})"
         if name in needed:
             type_text += " (required)"
-        description = _describe(kind, sub_path, sub)
+        description = _describe(sub)
         table.rows.append([f"`{sub_path}`", type_text, _default(sub), _limits(sub), description])
     for obj_path, obj in children:
         _walk(kind, obj_path, obj, doc)
@@ -253,11 +187,9 @@ def collect() -> list[KindDoc]:
 
 
 def render() -> str:
-    from imagegen_api import naming
-
     lines = [
-        "<!-- Generated by `python -m imagegen_operator.docgen` from the models in specs.py. -->",
-        "<!-- Do not edit: change the models (or docgen's descriptions) and run it again. -->",
+        "<!-- Generated by `python -m imagegen_tools.docgen` from the models in specs.py. -->",
+        "<!-- Do not edit: change the models (descriptions included) and run `make crds`. -->",
         "",
         "# Custom resource reference",
         "",
@@ -311,15 +243,17 @@ def render() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="imagegen_operator.docgen", description=__doc__,
+    parser = argparse.ArgumentParser(prog="imagegen_tools.docgen", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--check", action="store_true",
-                        help="fail if docs/reference.md is out of date")
-    parser.add_argument("--out", type=Path, default=REFERENCE, help="output file")
+    parser.add_argument("--check", action="store_true", help="fail if the file is out of date")
+    parser.add_argument("--root", type=Path, default=Path("."),
+                        help="repository root holding docs/reference.md")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output file (default: docs/reference.md under --root)")
     args = parser.parse_args(argv)
-    out: Path = args.out
+    out: Path = args.out or args.root / REFERENCE
     if crdgen.write_or_check(out, render(), args.check):
-        print(f"{out} is out of date (run `python -m imagegen_operator.docgen`)", file=sys.stderr)
+        print(f"{out} is out of date (run `make crds`)", file=sys.stderr)
         return 1
     return 0
 

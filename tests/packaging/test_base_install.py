@@ -1,0 +1,79 @@
+"""`pip install imagegen-operator` without extras, into a fresh virtual environment: the client
+and its `imagegen` CLI work, and none of the GPU stack or the operator's runtime comes along.
+
+Slow-ish (a venv and a wheel build; pip's cache makes the downloads cheap), so it has its own
+target: `make packaging`, part of `make test`. Needs PyPI or a warm pip cache.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+# What the Docker build context holds: the distribution's sources, nothing of the checkout's
+# state (.venv, build/ and *.egg-info left by an in-tree build stay out of the repository).
+SOURCES = ("pyproject.toml", "README.md", "api", "client", "operator", "worker")
+
+
+@pytest.fixture(scope="module")
+def base_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("base-install")
+    src = tmp / "src"
+    for name in SOURCES:
+        path = ROOT / name
+        if path.is_dir():
+            shutil.copytree(path, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            src.mkdir(exist_ok=True)
+            shutil.copy2(path, src / name)
+    env = tmp / "venv"
+    venv.EnvBuilder(with_pip=True).create(env)
+    done = subprocess.run(
+        [str(env / "bin" / "python"), "-m", "pip", "install", "-q",
+         "--disable-pip-version-check", str(src)],
+        capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return env
+
+
+def _python(env: Path, code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(env / "bin" / "python"), "-c", code],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_cli_help_works(base_env: Path) -> None:
+    done = subprocess.run([str(base_env / "bin" / "imagegen"), "--help"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "imagegen submit" in done.stdout and "imagegen status" in done.stdout
+    sub = subprocess.run([str(base_env / "bin" / "imagegen"), "submit", "--help"],
+                         capture_output=True, text=True, timeout=120)
+    assert sub.returncode == 0 and "--sampler" in sub.stdout, sub.stderr
+
+
+def test_client_and_contract_import(base_env: Path) -> None:
+    done = _python(base_env, "import imagegen_client, imagegen_api.messages as m; print("
+                             "imagegen_client.ImagegenClient.__name__, m.DeadLetter.__name__)")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["ImagegenClient", "DeadLetter"]
+
+
+@pytest.mark.parametrize("module", ["torch", "diffusers", "transformers", "kopf", "boto3",
+                                    "kubernetes_asyncio"])
+def test_heavy_runtimes_are_absent(base_env: Path, module: str) -> None:
+    done = _python(base_env, f"import {module}")
+    assert done.returncode != 0
+    assert "ModuleNotFoundError" in done.stderr and module in done.stderr
+
+
+def test_runs_outside_the_checkout_interpreter(base_env: Path) -> None:
+    """The fresh venv is not this test's own environment (which has every extra)."""
+    assert Path(sys.prefix).resolve() != base_env.resolve()
+    done = _python(base_env, "import sys; print(sys.prefix)")
+    assert Path(done.stdout.strip()).resolve() == base_env.resolve()
