@@ -1,12 +1,15 @@
-"""Running one batch: attempts → pipeline → encode and upload → cache → answers. Driven by `app`'s
-GPU loop, in two halves so that uploads overlap the next batch: `generate` (the GPU part, one
-`ModelRunner.generate` call in a thread) and `deliver` (per request: encode, upload, store in the
-cache, answer).
+"""Running one batch: attempts → pipeline → encode and upload → cache → answers. Driven by
+`dispatch`'s GPU loop, in two halves so that uploads overlap the next batch: `generate` (the GPU
+part, one `ModelRunner.generate` call in a thread) and `deliver` (per request: encode, upload,
+store in the cache, answer).
 
-Failures: every request of a failed batch (or failed upload) has used one attempt (counted in its
-job record when the attempt started, so a worker that dies mid-batch counts too). Below
-`max_attempts` it is queued again to run alone (a poison request cannot sink its neighbours
-twice); at the limit it goes to the dead-letter topic and is answered `failed`.
+Failures: only the pipeline (or encoding its pixels) costs attempts. Every request of a failed
+batch has used one attempt (counted in its job record when the attempt started, so a worker that
+dies mid-batch counts too). Below `max_attempts` it is queued again to run alone (a poison
+request cannot sink its neighbours twice; a request redelivered after a crash runs alone too, see
+`dispatch.enqueue`); at the limit it goes to the dead-letter topic and is answered `failed`.
+An upload that fails is an outage of storage, not of the request: it is retried with backoff
+(`outage.Outages`: not ready, fetching paused) without generating again or counting an attempt.
 """
 
 from __future__ import annotations
@@ -16,21 +19,25 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import cast
 
 from imagegen_api.messages import ErrorInfo, GenerationResult, ImageRef, Timings
+from imagegen_api.specs import OutputFormat
 from imagegen_api.workerconfig import WorkerConfig
 from PIL import Image
 
 from . import cachekey
 from .cache import CachedImage, ImageCache
-from .encode import encode
+from .delivery import Answers
+from .encode import Encoded, encode
 from .faults import Faults
 from .intake import Intake
 from .jobs import draw_seeds, image_jobs
+from .leases import Parking
 from .logs import fields
 from .metrics import WorkerMetrics
-from .respond import Responder
-from .results import JobRecords
+from .outage import STORAGE, Outages
+from .results import LEASE_HELD, JobRecords
 from .scheduler import Batch, Entry
 from .stats import WorkerStats
 from .storage import ObjectStore
@@ -55,7 +62,7 @@ class Generated:
 class BatchRunner:
     def __init__(self, *, config: WorkerConfig, runners: Mapping[str, Runner],
                  records: JobRecords, cache: ImageCache, store: ObjectStore,
-                 responder: Responder, intake: Intake, metrics: WorkerMetrics,
+                 answers: Answers, outages: Outages, intake: Intake, metrics: WorkerMetrics,
                  stats: WorkerStats, faults: Faults, requeue: Requeue,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
@@ -63,7 +70,8 @@ class BatchRunner:
         self.records = records
         self.cache = cache
         self.store = store
-        self.responder = responder
+        self.answers = answers
+        self.outages = outages
         self.intake = intake
         self.metrics = metrics
         self.stats = stats
@@ -71,6 +79,8 @@ class BatchRunner:
         self.requeue = requeue
         self.clock = clock
         self.max_attempts = config.kafka.max_attempts
+        # Copies of an id another message is running: not generated, answered from its record.
+        self.parking = Parking(records=records, answers=answers, requeue=requeue)
 
     # --- the GPU half ------------------------------------------------------------------------
 
@@ -82,10 +92,12 @@ class BatchRunner:
         entries = [e for e in batch.entries if not await self._expired(e.item)]
         if not entries:
             return None
-        await self._start([e.item for e in entries])
+        held = await self._start([e.item for e in entries])
         runnable: list[Entry[Work]] = []
         for e in entries:
-            if e.item.attempts > self.max_attempts:
+            if e.item in held:
+                self.parking.park(e)
+            elif e.item.attempts > self.max_attempts:
                 await self.intake.give_up(e.item, self._exhausted(e.item, "earlier attempts"))
             else:
                 runnable.append(e)
@@ -144,15 +156,19 @@ class BatchRunner:
         seeds = work.seeds or []
         t0 = time.perf_counter()
         try:
-            refs = await asyncio.gather(*(
-                self._store_image(work, gen.runner, img, seed)
+            encoded = await asyncio.gather(*(
+                self._encode(work, gen.runner, img, seed)
                 for img, seed in zip(images, seeds, strict=True)
             ))
         except Exception as exc:
-            log.warning("upload failed", extra=fields(request_id=work.request_id,
-                                                      error=repr(exc)))
+            log.warning("encoding failed", extra=fields(request_id=work.request_id,
+                                                        error=repr(exc)))
             await self.failed([entry], exc)
             return
+        refs = await asyncio.gather(*(
+            self._upload(img, seed, enc)
+            for img, seed, enc in zip(images, seeds, encoded, strict=True)
+        ))
         upload_s = time.perf_counter() - t0
         self.metrics.upload.observe(upload_s)
 
@@ -160,7 +176,8 @@ class BatchRunner:
             digests = cachekey.request_keys(request, model_revision=gen.runner.revision) or []
             await self.cache.put_many([
                 (d, CachedImage(key=r.key, sha256=r.sha256, size=size, seed=r.seed,
-                                width=r.width, height=r.height, format=r.format))
+                                width=r.width, height=r.height,
+                                format=cast(OutputFormat, r.format)))
                 for d, (r, size) in zip(digests, refs, strict=True)
             ])
 
@@ -176,17 +193,17 @@ class BatchRunner:
                 upload_ms=_ms(upload_s),
                 total_ms=_ms(now - work.origin),
             ),
-            worker=self.responder.worker,
+            worker=self.answers.worker,
             model=request.model,
             model_revision=gen.runner.revision,
             tier=work.tier,
             attempts=work.attempts,
             finished_at=now,
         )
-        await self.responder.answer(work.ref, result)
+        await self.answers.answer(work.ref, result)
 
-    async def _store_image(self, work: Work, runner: Runner, image: Image.Image,
-                           seed: int) -> tuple[ImageRef, int]:
+    async def _encode(self, work: Work, runner: Runner, image: Image.Image,
+                      seed: int) -> Encoded:
         request = work.request
         params = {
             "prompt": request.prompt,
@@ -200,9 +217,13 @@ class BatchRunner:
             "model": request.model,
             "model_revision": runner.revision,
         }
-        enc = await asyncio.to_thread(encode, image, request.output_format, params)
+        return await asyncio.to_thread(encode, image, request.output_format, params)
+
+    async def _upload(self, image: Image.Image, seed: int, enc: Encoded) -> tuple[ImageRef, int]:
+        """Upload (content-addressed, so a retry rewrites the same object) until it works."""
         key = self.store.key_for(enc.sha256, enc.format)
-        await self.store.upload(key, enc.data, enc.content_type)
+        await self.outages.retry(
+            STORAGE, lambda: self.store.upload(key, enc.data, enc.content_type))
         ref = ImageRef(key=key, url=self.store.presign(key), width=image.width,
                        height=image.height, seed=seed, sha256=enc.sha256, format=enc.format)
         return ref, len(enc.data)
@@ -241,23 +262,29 @@ class BatchRunner:
                             message="deadline passed while the request was queued",
                             field="deadline", limit="in the future"),
             timings=Timings(queue_ms=_ms(now - work.origin), total_ms=_ms(now - work.origin)),
-            worker=self.responder.worker, model=work.request.model, tier=work.tier,
+            worker=self.answers.worker, model=work.request.model, tier=work.tier,
             attempts=work.attempts, finished_at=now,
         )
-        await self.responder.answer(work.ref, result)
+        await self.answers.answer(work.ref, result)
         return True
 
-    async def _start(self, works: list[Work]) -> None:
+    async def _start(self, works: list[Work]) -> list[Work]:
+        """Lease and count the attempts; the works whose id another message holds (nothing
+        counted for them: they are parked)."""
         try:
             attempts = await self.records.start([w.request_id for w in works],
-                                                [w.tier for w in works])
+                                                [w.tier for w in works],
+                                                [w.ref.source for w in works])
         except Exception as exc:
             self.metrics.redis_errors.labels("start").inc()
             log.warning("job records unavailable, counting attempts locally",
                         extra=fields(error=repr(exc)))
             attempts = [w.attempts + 1 for w in works]
+        held = [w for w, a in zip(works, attempts, strict=True) if a == LEASE_HELD]
         for w, a in zip(works, attempts, strict=True):
-            w.attempts = a
+            if a != LEASE_HELD:
+                w.attempts = a
+        return held
 
 
 def _ms(seconds: float) -> float:

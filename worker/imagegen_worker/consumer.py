@@ -1,21 +1,29 @@
 """The Kafka side of the worker: one AIOKafkaConsumer in the pool's group, subscribed to every
-tier topic, auto-commit off. Owned by `app`.
+tier topic, auto-commit off. Built by `wiring`, started and stopped by `app`, read by `dispatch`.
 
-- Every fetched offset is tracked (offsets.OffsetTracker); `commit` commits per partition only
-  up to the first unfinished offset, and `app` marks an offset done only once its result is
-  durable, so a crash redelivers exactly what was not answered.
-- Rebalance listener: on revocation it lets `app` finish (bounded) the work in hand for the
-  revoked partitions and drop what has not started, commits what is finished, and forgets the
-  partitions; on assignment it records that the group was joined (readiness).
-- `set_paused_tiers` pauses and resumes tier partitions for the scheduler's backpressure.
-- `stop` commits what is finished, then leaves the group (consumer.stop sends LeaveGroup).
+This module is the single owner of offsets (as faust's consumer is):
+- every fetched offset is tracked (offsets.OffsetTracker); the rest of the worker says only
+  `ack(ref)` once a message's answer is durable, and never commits;
+- commits happen here, on one cadence: every `commit_interval_s` (a background task), on
+  revocation (for the revoked partitions) and on `stop`. A commit covers each partition only up
+  to its first unacknowledged offset, so a crash redelivers exactly what was not answered;
+- every commit has a timeout: during a broker outage a commit gives up after
+  `commit_timeout_s` (and is tried again at the next tick) instead of waiting for the
+  coordinator forever, so fetch, drain and shutdown never hang on it.
+
+Rebalance listener: on revocation it lets `dispatch` finish (bounded) the work in hand for the
+revoked partitions and drop what has not started, commits what is finished, and forgets the
+partitions; on assignment it records that the group was joined (readiness).
+`set_paused_tiers` pauses and resumes tier partitions (backpressure, outages).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
@@ -28,10 +36,29 @@ log = logging.getLogger(__name__)
 
 RevokeHook = Callable[[frozenset[TopicPartition]], Awaitable[None]]
 
+COMMIT_INTERVAL_S = 0.5
+COMMIT_TIMEOUT_S = 5.0
+LEAVE_TIMEOUT_S = 5.0  # leaving the group during a broker outage must not hold the exit
+
+
+class Acked(Protocol):
+    """What `ack` needs of a message: its coordinates (work.MessageRef has them)."""
+
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def partition(self) -> int: ...
+
+    @property
+    def offset(self) -> int: ...
+
 
 class Consumer:
-    def __init__(self, kafka: KafkaSettings, *, client_id: str, on_revoke: RevokeHook,
-                 rebalance_timeout_ms: int | None = None) -> None:
+    def __init__(self, kafka: KafkaSettings, *, client_id: str,
+                 rebalance_timeout_ms: int | None = None,
+                 commit_interval_s: float = COMMIT_INTERVAL_S,
+                 commit_timeout_s: float = COMMIT_TIMEOUT_S) -> None:
         if not kafka.bootstrap_servers:
             raise ValueError("kafka.bootstrap_servers must be resolved before starting")
         self.settings = kafka
@@ -39,7 +66,10 @@ class Consumer:
         self.tracker: OffsetTracker[TopicPartition] = OffsetTracker()
         self.joined = asyncio.Event()
         self.epoch = 0  # bumped at every revocation: work fetched before it is stale
-        self._on_revoke = on_revoke
+        self.commit_interval_s = commit_interval_s
+        self.commit_timeout_s = commit_timeout_s
+        self._on_revoke: RevokeHook | None = None
+        self._committer: asyncio.Task[None] | None = None
         self.rebalance_timeout_ms = rebalance_timeout_ms or min(kafka.max_poll_interval_ms, 120_000)
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=kafka.bootstrap_servers,
@@ -60,13 +90,18 @@ class Consumer:
     def topics(self) -> list[str]:
         return sorted(self.tier_of)
 
+    def on_revoke(self, hook: RevokeHook) -> None:
+        """Who finishes or drops the work of revoked partitions (`dispatch`)."""
+        self._on_revoke = hook
+
     async def start(self) -> None:
         await self.consumer.start()
         self.consumer.subscribe(self.topics, listener=_Listener(self))
+        self._committer = asyncio.create_task(self._commit_every(), name="commit")
 
     async def fetch(self, *, timeout_ms: int,
                     max_records: int) -> list[ConsumerRecord[bytes, bytes]]:
-        """Next records from unpaused partitions; each is tracked until marked done."""
+        """Next records from unpaused partitions; each is tracked until acknowledged."""
         batches = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
         records: list[ConsumerRecord[bytes, bytes]] = []
         for tp, msgs in batches.items():
@@ -75,8 +110,16 @@ class Consumer:
                 records.append(msg)
         return records
 
-    def done(self, topic: str, partition: int, offset: int) -> None:
-        self.tracker.done(TopicPartition(topic, partition), offset)
+    def ack(self, ref: Acked) -> None:
+        """The message's answer is durable: its offset may be committed (at the next tick)."""
+        self.tracker.done(TopicPartition(ref.topic, ref.partition), ref.offset)
+
+    def is_pending(self, ref: Acked) -> bool:
+        """Fetched here, not acknowledged, and its partition not revoked since."""
+        return self.tracker.is_pending(TopicPartition(ref.topic, ref.partition), ref.offset)
+
+    def pending_count(self) -> int:
+        return self.tracker.pending_count()
 
     def assignment(self) -> frozenset[TopicPartition]:
         return frozenset(self.consumer.assignment())
@@ -91,7 +134,8 @@ class Consumer:
             self.consumer.resume(*(paused - want))
 
     async def commit(self, partitions: frozenset[TopicPartition] | None = None) -> dict[str, int]:
-        """Commit what is finished (all assigned partitions, or `partitions`); never raises."""
+        """Commit what is acknowledged (all assigned partitions, or `partitions`); never raises,
+        never waits longer than `commit_timeout_s`. The committed positions, for logs/tests."""
         async with self._lock:
             assigned = set(self.consumer.assignment())
             scope = assigned if partitions is None else assigned & set(partitions)
@@ -99,31 +143,54 @@ class Consumer:
             if not offsets:
                 return {}
             try:
-                await self.consumer.commit(offsets)
+                async with asyncio.timeout(self.commit_timeout_s):
+                    await self.consumer.commit(offsets)
             except (CommitFailedError, IllegalStateError) as exc:
                 # The group rebalanced under us: the new owner re-reads from the last commit and
                 # the job records deduplicate. Nothing to retry here.
                 log.warning("commit refused after a rebalance", extra=fields(error=repr(exc)))
                 return {}
-            except KafkaError as exc:
-                log.warning("commit failed, will retry with the next one",
+            except (KafkaError, TimeoutError) as exc:
+                log.warning("commit failed, will retry at the next tick",
                             extra=fields(error=repr(exc)))
                 return {}
             self.tracker.committed(offsets)
             return {f"{tp.topic}:{tp.partition}": off for tp, off in offsets.items()}
 
     async def stop(self) -> None:
-        """Commit what is finished and leave the group."""
+        """Commit what is acknowledged and leave the group (bounded, even with Kafka down)."""
+        if self._committer is not None:
+            self._committer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._committer
+            self._committer = None
         try:
             await self.commit()
         finally:
-            await self.consumer.stop()
+            await self.close()
+
+    async def close(self) -> None:
+        """Leave the group without committing (idempotent); bounded by LEAVE_TIMEOUT_S."""
+        if self._committer is not None:
+            self._committer.cancel()
+            self._committer = None
+        try:
+            async with asyncio.timeout(LEAVE_TIMEOUT_S):
+                await self.consumer.stop()
+        except TimeoutError:
+            log.warning("leaving the group timed out; the session timeout will expel us")
+
+    async def _commit_every(self) -> None:
+        while True:
+            await asyncio.sleep(self.commit_interval_s)
+            await self.commit()
 
     async def _revoked(self, revoked: frozenset[TopicPartition]) -> None:
         log.info("partitions revoked", extra=fields(partitions=len(revoked)))
         self.epoch += 1
         try:
-            await self._on_revoke(revoked)
+            if self._on_revoke is not None:
+                await self._on_revoke(revoked)
         finally:
             await self.commit(revoked)
             left = self.tracker.forget(revoked)

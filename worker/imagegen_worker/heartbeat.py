@@ -2,7 +2,9 @@
 (naming.workers_key, field = pod name, value = messages.Heartbeat JSON) for the operator to
 aggregate into the GenerationPool status. The field is removed on a clean exit; the hash expires
 on its own if every worker of the pool vanishes. Redis errors are logged and counted, never
-fatal: the operator treats a stale field (3 intervals) as a gone worker.
+fatal: the operator treats a stale field (3 intervals) as a gone worker. Writes go through a
+breaker (`breaker.Breaker`): with Redis frozen, beats fail at once instead of each waiting out
+the client's timeout.
 
 `build` is pure (tested without Redis); `Heartbeater` runs the loop, started by `app`.
 """
@@ -17,6 +19,7 @@ import redis.asyncio as aioredis
 from imagegen_api.messages import Heartbeat, WorkerState
 
 from .aio import wait_event
+from .breaker import Breaker
 from .logs import fields
 from .metrics import WorkerMetrics
 from .stats import Snapshot
@@ -70,8 +73,10 @@ class Heartbeater:
         interval_seconds: float,
         payload: Callable[[], Heartbeat],
         metrics: WorkerMetrics,
+        breaker: Breaker | None = None,
     ) -> None:
         self.client = client
+        self.breaker = breaker or Breaker("heartbeats")
         self.key = key
         self.worker = worker
         self.interval = interval_seconds
@@ -87,10 +92,7 @@ class Heartbeater:
     async def beat_once(self) -> bool:
         try:
             value = self.payload().model_dump_json(exclude_none=True)
-            async with self.client.pipeline(transaction=False) as pipe:
-                pipe.hset(self.key, self.worker, value)
-                pipe.expire(self.key, key_ttl_seconds(self.interval))
-                await pipe.execute()
+            await self.breaker.call(lambda: self._write(value))
         except Exception as exc:  # Redis down: keep working, say so once
             self.metrics.redis_errors.labels("heartbeat").inc()
             if not self._failing:
@@ -101,6 +103,12 @@ class Heartbeater:
             log.info("heartbeat writes recovered")
         self._failing = False
         return True
+
+    async def _write(self, value: str) -> None:
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hset(self.key, self.worker, value)
+            pipe.expire(self.key, key_ttl_seconds(self.interval))
+            await pipe.execute()
 
     async def run(self) -> None:
         while True:

@@ -1,14 +1,18 @@
-"""Intake: what happens to a fetched message before the GPU sees it. Called by `app` for every
-record the consumer returns; the answer is either "handled here" (None) or a Work to queue.
+"""Intake: what happens to a fetched message before the GPU sees it. Called by `dispatch` for
+every record the consumer returns; the answer is either "handled here" (None) or a Work to queue.
 
 In order: validate (rejected / expired / blocked → answered), deduplicate by request id against
 the job record (terminal → skipped or replayed, see `results`), give up on a request whose
 attempts are used up (workers died on it → dead letter), look every image up in the cache
 (all hit → answered with cache_hit, no GPU).
+
+Validation runs in a thread: counting a prompt's tokens is CPU work (a long prompt takes a
+while) that must not stall the event loop, where the consumer's heartbeats and the GPU loop run.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Hashable, Mapping
@@ -18,10 +22,10 @@ from imagegen_api.workerconfig import WorkerConfig
 
 from . import cachekey, validate
 from .cache import ImageCache
+from .delivery import Answers
 from .jobs import compat_key
 from .logs import fields
 from .metrics import WorkerMetrics
-from .respond import Responder
 from .results import Existing, JobRecords
 from .work import MessageRef, Runner, Work
 
@@ -31,13 +35,13 @@ log = logging.getLogger(__name__)
 class Intake:
     def __init__(self, *, config: WorkerConfig, runners: Mapping[str, Runner],
                  tier_of: Mapping[str, str], records: JobRecords, cache: ImageCache,
-                 responder: Responder, metrics: WorkerMetrics, worker: str) -> None:
+                 answers: Answers, metrics: WorkerMetrics, worker: str) -> None:
         self.config = config
         self.runners = runners
         self.tier_of = tier_of
         self.records = records
         self.cache = cache
-        self.responder = responder
+        self.answers = answers
         self.metrics = metrics
         self.worker = worker
 
@@ -47,9 +51,10 @@ class Intake:
     async def handle(self, ref: MessageRef) -> Work | None:
         fetched_at = time.time()
         tier = self.tier_of.get(ref.topic) or ref.topic.rsplit(".", 1)[-1]
-        outcome = self._validate(ref, tier, fetched_at)
+        outcome = await asyncio.to_thread(self._validate, ref, tier, fetched_at)
         if isinstance(outcome, validate.Rejection):
-            existing = await self._existing(outcome.request_id, tier)
+            # Read only: a rejection must not claim the id (results: rejections never win).
+            existing = await self._existing(outcome.request_id, tier, queue=False)
             if existing is not None and existing.terminal:
                 await self._duplicate(ref, existing)
             else:
@@ -90,7 +95,8 @@ class Intake:
             return outcome, compat_key(outcome)
         except Exception as exc:
             log.exception("request could not be validated", extra=fields(source=ref.source))
-            rid = (ref.key or b"").decode("utf-8", "replace")[:128] or fallback
+            key = (ref.key or b"").decode("utf-8", "replace")
+            rid = key if validate.is_request_id(key) else fallback
             return validate.Rejection(
                 request_id=rid, status="rejected", tier=tier,
                 error=ErrorInfo(code="invalid_request",
@@ -106,7 +112,7 @@ class Intake:
             model=work.request.model, model_revision=self.runners[work.request.model].revision,
             tier=work.tier, attempts=work.attempts, finished_at=now,
         )
-        await self.responder.dead_letter(work.ref, result, error)
+        await self.answers.dead_letter(work.ref, result, error)
 
     async def _reject(self, ref: MessageRef, rejection: validate.Rejection,
                       fetched_at: float) -> None:
@@ -116,11 +122,12 @@ class Intake:
             timings=Timings(total_ms=_ms(now - fetched_at)), worker=self.worker,
             model=rejection.model, tier=rejection.tier, attempts=0, finished_at=now,
         )
-        await self.responder.answer(ref, result)
+        await self.answers.answer(ref, result)
 
-    async def _existing(self, request_id: str, tier: str) -> Existing | None:
+    async def _existing(self, request_id: str, tier: str, *, queue: bool = True
+                        ) -> Existing | None:
         try:
-            return await self.records.intake(request_id, tier)
+            return await self.records.intake(request_id, tier, queue=queue)
         except Exception as exc:
             self.metrics.redis_errors.labels("intake").inc()
             log.warning("job record unavailable, cannot deduplicate",
@@ -132,12 +139,12 @@ class Intake:
         if existing.published and existing.source == ref.source:
             # Redelivery of a message already answered (the worker died before committing).
             self.metrics.duplicates.labels("skipped").inc()
-            self.responder.done(ref)
+            self.answers.ack(ref)
             return
         self.metrics.duplicates.labels("replayed").inc()
         log.info("request id already answered, publishing its result again",
                  extra=fields(request_id=existing.result.request_id))
-        await self.responder.replay(ref, existing.result)
+        await self.answers.replay(ref, existing.result)
 
     async def _answer_from_cache(self, work: Work) -> bool:
         if not self.cache.enabled:
@@ -156,7 +163,7 @@ class Intake:
         self.metrics.cache_hits.inc()
         now = time.time()
         images = [
-            ImageRef(key=e.key, url=self.responder.store.presign(e.key), width=e.width,
+            ImageRef(key=e.key, url=self.answers.presign(e.key), width=e.width,
                      height=e.height, seed=e.seed, sha256=e.sha256, format=e.format)
             for e in entries if e is not None
         ]
@@ -167,7 +174,7 @@ class Intake:
             worker=self.worker, model=request.model, model_revision=runner.revision,
             tier=work.tier, attempts=work.attempts, finished_at=now,
         )
-        await self.responder.answer(work.ref, result)
+        await self.answers.answer(work.ref, result)
         return True
 
 

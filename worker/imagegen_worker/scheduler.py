@@ -102,10 +102,12 @@ class TierScheduler(Generic[T]):
         size: int = 1,
         partition: Hashable | None = None,
         enqueued_at: float | None = None,
+        solo: bool = False,
     ) -> Entry[T]:
-        """Queue one request at the back of its tier."""
+        """Queue one request at the back of its tier (`solo`: it will run in a batch alone)."""
         entry = Entry(item, tier, key, max(1, size),
                       self.clock() if enqueued_at is None else enqueued_at, partition)
+        entry.solo = solo
         self._tiers[tier].queue.append(entry)
         return entry
 

@@ -16,12 +16,24 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
-from imagegen_api.messages import ErrorInfo, GenerationRequest, ResultStatus
+from imagegen_api.messages import (
+    REQUEST_ID_CHARS,
+    REQUEST_ID_MAX,
+    REQUEST_ID_PATTERN,
+    ErrorInfo,
+    GenerationRequest,
+    ResultStatus,
+)
 from imagegen_api.specs import GUIDANCE_RANGE, MIN_SIDE, OUTPUT_FORMATS, SAMPLERS, SIDE_MULTIPLE
 from imagegen_api.workerconfig import WorkerConfig
 from pydantic import ValidationError
 
 MAX_SEED = 2**63 - 1
+# Sizes are refused before anything costly (JSON parsing, tokenising) looks at them.
+MAX_REQUEST_BYTES = 1024 * 1024  # a whole message value; Kafka's default max.message.bytes
+PROMPT_BYTES_PER_TOKEN = 16  # generous: no tokenizer's token spans more bytes than this
+MAX_ERROR_MESSAGE = 500  # characters of a rejection's message
+_REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
 
 # (model name, text) → number of tokens the model's tokenizer produces.
 TokenCounter = Callable[[str, str], int]
@@ -87,7 +99,8 @@ def validate(
         return Rejection(
             request_id=request_id or key_id,
             status=status,
-            error=ErrorInfo(code=code, message=message, field=field, limit=limit),
+            error=ErrorInfo(code=code, message=message[:MAX_ERROR_MESSAGE], field=field,
+                            limit=limit),
             tier=tier,
             model=model,
         )
@@ -95,6 +108,9 @@ def validate(
     # --- structure -----------------------------------------------------------------------------
     if value is None:
         return reject("invalid_json", "message has no value", None, "a JSON object")
+    if len(value) > MAX_REQUEST_BYTES:
+        return reject("limit_exceeded", f"message is {len(value)} bytes long, over the limit of "
+                      f"{MAX_REQUEST_BYTES}", None, f"{MAX_REQUEST_BYTES} bytes")
     try:
         body = json.loads(value)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -102,8 +118,8 @@ def validate(
     if not isinstance(body, dict):
         return reject("invalid_json", "message must be a JSON object", None, "a JSON object")
     body_id = body.get("request_id")
-    if isinstance(body_id, str) and 0 < len(body_id) <= 128:
-        key_id = body_id
+    if is_request_id(body_id):
+        key_id = str(body_id)
     try:
         req = GenerationRequest.model_validate(body)
     except ValidationError as exc:
@@ -111,6 +127,9 @@ def validate(
         field = ".".join(str(p) for p in err["loc"]) or None
         if err["type"] == "missing":
             return reject("missing_field", f"{field} is required", field, "required")
+        if field == "request_id":  # the value is not echoed: it may not even be encodable
+            return reject("invalid_field", f"request_id must be 1 to {REQUEST_ID_MAX} of "
+                          f"{REQUEST_ID_CHARS}", field, REQUEST_ID_PATTERN)
         return reject("invalid_field", f"{field}: {err['msg']}", field, _type_limit(err))
 
     rid = req.request_id
@@ -193,6 +212,13 @@ def validate(
                     "0..2^63-1", model=model_name)
 
     negative = d.negative_prompt if req.negative_prompt is None else req.negative_prompt
+    max_bytes = lim.max_prompt_tokens * PROMPT_BYTES_PER_TOKEN
+    for name, text in (("prompt", req.prompt), ("negative_prompt", negative)):
+        size = len(text.encode("utf-8", errors="surrogatepass"))
+        if size > max_bytes:  # refused before the tokenizer spends seconds on it
+            return fail("limit_exceeded", f"{name} is {size} bytes long, over the model's limit "
+                        f"of {max_bytes} ({PROMPT_BYTES_PER_TOKEN} per token)", name,
+                        f"maxPromptTokens={lim.max_prompt_tokens}", model=model_name)
     for name, text in (("prompt", req.prompt), ("negative_prompt", negative)):
         if not text:
             continue
@@ -245,14 +271,19 @@ def _phrase(term: str) -> str:
     return r"\s+".join(re.escape(w) for w in term.split())
 
 
+def is_request_id(value: object) -> bool:
+    """A usable request id: 1..128 of A-Z a-z 0-9 . _ : - (messages.REQUEST_ID_PATTERN)."""
+    return isinstance(value, str) and _REQUEST_ID.fullmatch(value) is not None
+
+
 def _decode_key(key: bytes | None) -> str | None:
-    if not key:
+    if not key or len(key) > REQUEST_ID_MAX:
         return None
     try:
         text = key.decode()
     except UnicodeDecodeError:
         return None
-    return text if 0 < len(text) <= 128 else None
+    return text if is_request_id(text) else None
 
 
 def _type_limit(err: object) -> str | None:

@@ -3,7 +3,7 @@
 What it asserts: builtin and pinned hub models need no download, and bad input or a missing
 source fails with a message and a non-zero status (2 for a source refused as unsafe: a `..`
 escape, a device). Prefetching from S3 runs against the real
-MinIO in tests/integration/test_worker.py::TestModelSourcesS3 and test_model_sources.py.
+MinIO in tests/integration/worker/test_model_sources_s3.py and test_model_sources.py.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def test_builtin_needs_no_download_and_is_skipped_the_second_time(
     argv = ["--source", "builtin://tiny-sdxl", "--dest", str(tmp_path)]
     assert prefetch.main(argv) == 0
     assert "built in code" in capsys.readouterr().out
-    assert marker(tmp_path, "tiny-sdxl")["revision"] == "builtin:tiny-sdxl:v1"
+    assert marker(tmp_path, "tiny-sdxl")["revision"] == "builtin:tiny-sdxl:v2"
     assert prefetch.main(argv) == 0
     assert "already cached" in capsys.readouterr().out
 

@@ -161,3 +161,66 @@ def test_limits_are_inclusive(config: Any) -> None:
     out = run(config, req(width=128, height=128, steps=8, num_images=2, prompt="w " * 10,
                           guidance=50, seed=2**63 - 1))
     assert isinstance(out, ValidRequest)
+
+
+# --- request ids and sizes (issue 17: poison ids, huge prompts) ----------------------------------
+
+
+@pytest.mark.parametrize(("case", "raw"), [
+    ("lone surrogate", b'{"request_id": "\\ud800", "prompt": "x"}'),
+    ("space", b'{"request_id": "a b", "prompt": "x"}'),
+    ("slash", b'{"request_id": "a/b", "prompt": "x"}'),
+    ("too long", json.dumps({"request_id": "r" * 129, "prompt": "x"}).encode()),
+    ("not a string", b'{"request_id": 7, "prompt": "x"}'),
+])
+def test_a_bad_request_id_is_rejected_under_an_encodable_id(
+    config: Any, case: str, raw: bytes
+) -> None:
+    for key in (b"k-1", "\udc80".encode("utf-8", "surrogatepass"), None):
+        out = run(config, None, raw=raw, key=key)
+        assert isinstance(out, Rejection), case
+        assert (out.error.code, out.error.field) == ("invalid_field", "request_id"), out
+        assert out.error.limit == r"^[A-Za-z0-9._:-]{1,128}$"
+        assert out.request_id in ("k-1", "invalid:t:0:7")
+        assert out.request_id == ("k-1" if key == b"k-1" else "invalid:t:0:7")
+        out.request_id.encode()  # what broke every serialisation before
+        out.error.message.encode()
+
+
+def test_request_ids_of_the_allowed_alphabet_pass(config: Any) -> None:
+    for rid in ("r", "req-0123abcd", "a.b_c:d-E", "x" * 128):
+        out = run(config, req(request_id=rid))
+        assert isinstance(out, ValidRequest) and out.request_id == rid
+
+
+def test_a_message_over_the_size_limit_is_refused_before_parsing(config: Any) -> None:
+    raw = b'{"request_id": "r-1", "prompt": "' + b"x" * validate.MAX_REQUEST_BYTES + b'"}'
+    out = run(config, None, raw=raw)
+    assert isinstance(out, Rejection)
+    assert (out.error.code, out.error.field) == ("limit_exceeded", None)
+    assert out.error.limit == f"{validate.MAX_REQUEST_BYTES} bytes"
+    assert out.request_id == "k-1"
+
+
+@pytest.mark.parametrize("field", ["prompt", "negative_prompt"])
+def test_a_huge_prompt_is_refused_by_bytes_without_tokenising(config: Any, field: str) -> None:
+    tokenised: list[int] = []
+
+    def count(_model: str, text: str) -> int:
+        tokenised.append(len(text))
+        return len(text.split())
+
+    body = req(**{field: "x" * 900_000})
+    out = validate.validate(json.dumps(body).encode(), key=b"k-1", tier="fast", config=config,
+                            count_tokens=count, now=NOW, fallback_id="f")
+    assert isinstance(out, Rejection)
+    assert (out.error.code, out.error.field) == ("limit_exceeded", field)
+    assert out.error.limit == "maxPromptTokens=10"
+    assert "900000 bytes" in out.error.message
+    assert max(tokenised, default=0) < 1000  # the huge text never reached the tokenizer
+
+
+def test_rejection_messages_are_bounded(config: Any) -> None:
+    out = run(config, req(model="m" * 100_000))
+    assert isinstance(out, Rejection) and out.error.code == "unknown_model"
+    assert len(out.error.message) <= validate.MAX_ERROR_MESSAGE

@@ -1,0 +1,43 @@
+"""The Redis breaker of job records and heartbeats (issue 17): after a failure calls fail at once
+for `retry_after`, then one call tries again; success closes it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from imagegen_worker.breaker import Breaker, Unavailable
+
+
+async def test_breaker_fails_fast_then_retries(clock: Any) -> None:
+    breaker = Breaker("job records", retry_after=5, clock=clock)
+    calls: list[str] = []
+
+    async def down() -> str:
+        calls.append("down")
+        raise TimeoutError("frozen")
+
+    async def up() -> str:
+        calls.append("up")
+        return "ok"
+
+    with pytest.raises(TimeoutError):
+        await breaker.call(down)
+    assert breaker.open and not breaker.available()
+    with pytest.raises(Unavailable):
+        await breaker.call(up)  # not asked: fails at once
+    clock.advance(5)
+    assert await breaker.call(up) == "ok"
+    assert not breaker.open and breaker.available()
+    assert calls == ["down", "up"]
+
+
+async def test_an_error_of_one_call_does_not_open_it(clock: Any) -> None:
+    breaker = Breaker("job records", retry_after=5, clock=clock)
+
+    async def bad_key() -> None:
+        "\ud800".encode()
+
+    with pytest.raises(UnicodeEncodeError):
+        await breaker.call(bad_key)
+    assert not breaker.open and breaker.available()
