@@ -77,3 +77,14 @@ def test_runs_outside_the_checkout_interpreter(base_env: Path) -> None:
     assert Path(sys.prefix).resolve() != base_env.resolve()
     done = _python(base_env, "import sys; print(sys.prefix)")
     assert Path(done.stdout.strip()).resolve() == base_env.resolve()
+
+
+def test_build_tools_are_not_shipped(base_env: Path) -> None:
+    """The CRD and reference generators stay in the checkout (tools/), not in the wheel."""
+    done = _python(base_env, "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+    site = Path(done.stdout.strip())
+    assert (site / "imagegen_client" / "cli.py").is_file()
+    assert (site / "imagegen_operator").is_dir()  # shipped, usable with the [operator] extra
+    shipped = {p.name for p in site.glob("imagegen_*/**/*.py")}
+    assert not shipped & {"crdgen.py", "docgen.py"}, shipped
+    assert not (site / "imagegen_tools").exists()

@@ -52,3 +52,34 @@ def test_relative_links_resolve() -> None:
     targets = sorted(set(LINK.findall(text)))
     missing = [t for t in targets if not (ROOT / t.split("#", 1)[0]).exists()]
     assert not missing, f"README.md links to missing files: {missing}"
+
+
+def _layout_paths() -> list[str]:
+    """Paths that start the lines of the README's Layout block (`a/  b/  c/` counts three)."""
+    section = _readme().split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
+    block = FENCE.findall(section)[0]
+    paths: list[str] = []
+    for line in block.splitlines():
+        if line[:1].isspace():
+            continue  # a description's continuation
+        words = line.split()
+        while words and "/" in words[0]:
+            paths.append(words.pop(0).rstrip("/"))
+    return paths
+
+
+def test_layout_names_existing_paths_and_every_top_level_folder() -> None:
+    paths = _layout_paths()
+    assert paths, "README.md has a Layout block"
+    missing = [p for p in paths if not (ROOT / p).exists()]
+    assert not missing, f"README's Layout names paths that do not exist: {missing}"
+    named_tops = {p.split("/", 1)[0] for p in paths}
+    # Top-level folders of the checkout (not local state: hidden, build outputs, out/).
+    tops = {p.name for p in ROOT.iterdir() if p.is_dir() and not p.name.startswith(".")
+            and p.name not in {"out", "build", "dist", "__pycache__"}
+            and not p.name.endswith(".egg-info")}
+    assert tops <= named_tops, f"README's Layout misses {sorted(tops - named_tops)}"
+    # Every Python package of the distribution is named with its folder.
+    for package in sorted(ROOT.glob("*/imagegen_*/__init__.py")):
+        rel = package.parent.relative_to(ROOT).as_posix()
+        assert rel in paths, f"README's Layout misses the package {rel}/"
