@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from dev.localstack import chaos
-from tests.integration.conftest import *  # noqa: F403 - the stack fixtures
+from tests.e2e.conftest import worker_ns  # noqa: F401 - a namespace for real worker pods
+from tests.integration.conftest import *  # noqa: F403 - the stack and operator fixtures
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

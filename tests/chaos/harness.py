@@ -26,7 +26,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from imagegen_api.messages import GenerationRequest, GenerationResult
 
 from tests.chaos.figures import Figures, Signature, divergent, rate, recovery_seconds
-from tests.integration.test_worker import TIERS, Pool, Worker, request
+from tests.integration.worker.harness import TIERS, Pool, Worker, request
 
 SCALE = float(os.environ.get("IMAGEGEN_CHAOS_SCALE", "1"))
 # Each batch sleeps this long before generating: a worker's throughput is bounded by the sleep

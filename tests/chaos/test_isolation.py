@@ -11,7 +11,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.integration.test_worker import NAMESPACE, pool_of, request
+from tests.integration.worker.harness import NAMESPACE, pool_of, request
 
 
 async def test_same_id_in_two_pools_sharing_redis(stack: Any, chaos_tmp: Path) -> None:

@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 
 from dev.localstack import chaos
 from tests.chaos.harness import Crew, Run, chaos_run, seconds
-from tests.integration.test_worker import pool_of
+from tests.integration.worker.harness import pool_of
 
 OUTAGES = [
     # (scenario, component, mode, full-run seconds)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.chaos.harness import WORKER_FAULTS, Crew, chaos_run, seconds
-from tests.integration.test_worker import RUN, pool_of, request
+from tests.integration.worker.harness import RUN, pool_of, request
 
 # Each huge prompt is ~900 kB: tokenising one took ~1.6 s on the event loop (item 7).
 HUGE_PROMPT = "word " * 180_000

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.chaos.harness import Crew, chaos_run, seconds
-from tests.integration.test_worker import pool_of
+from tests.integration.worker.harness import pool_of
 
 
 async def test_kill_9_a_random_worker_every_few_seconds(stack: Any, chaos_tmp: Path) -> None:
