@@ -1,9 +1,14 @@
 """The README's first command, end to end on the local stack (run by `make demo`).
 
-Installs the CRDs and the operator, applies the tiny example model and pool (whose worker pods
-the local pod runner turns into real worker processes), submits prompts across the three tiers
-through the client with a progress bar, lets the pool scale, then prints `kubectl get imagegen`,
-the per-request results table, and writes the images plus a contact sheet to out/demo/.
+Installs the CRDs and the operator, applies the example models and the tiny pool (whose worker
+pods the local pod runner turns into real worker processes), submits prompts across the three
+tiers through the client with a progress bar, lets the pool scale, then prints `kubectl get
+imagegen`, the per-request results table, and writes the images plus a contact sheet to out/demo/.
+
+The prompts go to builtin://shapes-sdxl, the tiny SDXL trained in code on coloured shapes
+(`dev/setup` trains it once per machine), so a person can check each picture against the
+prompt printed under it; the demo also reads every picture's colours back from its pixels and
+prints how many match.
 """
 
 from __future__ import annotations
@@ -21,15 +26,20 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "dev"))
 
 from demo_report import contact_sheet, results_table  # noqa: E402
+from PIL import Image  # noqa: E402
 
 NAMESPACE = "imagegen-demo"
 POOL = "tiny"
-PROMPTS = [
-    "a lighthouse on a cliff at dawn", "a red fox in fresh snow", "a bowl of ramen, studio light",
-    "a paper boat on a puddle", "an astronaut riding a horse", "a cabin under the northern lights",
-    "a teapot shaped like a snail", "a city of glass at dusk", "a robot watering tomatoes",
-    "a koi pond from above", "a violin made of ice", "a desert train at noon",
+MODEL = "shapes-sdxl"
+# (shape, colour, background): every shape and every colour, as foreground and as background.
+SCENES = [
+    ("circle", "red", "blue"), ("square", "yellow", "purple"), ("triangle", "white", "green"),
+    ("circle", "black", "yellow"), ("square", "green", "white"), ("triangle", "blue", "red"),
+    ("circle", "purple", "white"), ("square", "red", "black"), ("triangle", "yellow", "blue"),
+    ("circle", "white", "purple"), ("square", "blue", "yellow"), ("triangle", "green", "black"),
 ]
+PROMPTS = [f"a {color} {shape} on a {background} background"
+           for shape, color, background in SCENES]
 TIERS = ("turbo", "fast", "relax")
 
 
@@ -57,8 +67,9 @@ OPERATOR_NAMESPACE = "imagegen-system"
 
 def install_operator(env: dict[str, str]) -> None:
     """`helm upgrade --install` of charts/imagegen-operator, as on a real cluster: two replicas
-    with Kopf peering, the chart's ServiceAccount and RBAC. The pod label hands the operator pods
-    to the local pod runner, which runs each as a local process with its ServiceAccount token."""
+    (leader election by Lease: one acts, one stands by), the chart's ServiceAccount and RBAC.
+    The pod label hands the operator pods to the local pod runner, which runs each as a local
+    process with its ServiceAccount token."""
     helm = str(Path(env["IMAGEGEN_STATE"]) / "bin" / "helm")
     chart = str(ROOT / "charts" / "imagegen-operator")
     args = [helm, "upgrade", "--install", "imagegen-operator", chart,
@@ -102,8 +113,10 @@ async def submit_and_watch(env: dict[str, str], count: int, steps: int, out_dir:
         j = i - (count - repeats) if i >= count - repeats else i
         tier = TIERS[i % len(TIERS)]
         requests.append(GenerationRequest(
-            request_id=new_request_id(f"demo-{tier}"), prompt=PROMPTS[j % len(PROMPTS)],
-            seed=base + j, tier=TIERS[j % len(TIERS)], width=64, height=64, steps=steps))
+            request_id=new_request_id(f"demo-{tier}"), model=MODEL,
+            prompt=PROMPTS[j % len(PROMPTS)], seed=base + j, tier=TIERS[j % len(TIERS)],
+            width=64, height=64, steps=steps))
+    prompt_of = {r.request_id: r.prompt for r in requests}
     async with ImagegenClient(env["IMAGEGEN_KAFKA_BOOTSTRAP"], NAMESPACE, POOL,
                               redis_url=env["IMAGEGEN_REDIS_URL"]) as client:
         ids = await client.submit(requests)
@@ -131,15 +144,34 @@ async def submit_and_watch(env: dict[str, str], count: int, steps: int, out_dir:
         missing = len(ids) - len(results)
         if missing:
             raise SystemExit(f"{missing} request(s) unanswered after 600 s")
-        paths = await client.download([r for r in ordered if r.images], out_dir)
-        sheet = contact_sheet(paths, out_dir / "contact-sheet.png")
-        print(f"\n  {len(paths)} images written to {out_dir}/, contact sheet: {sheet}")
+        with_images = [r for r in ordered if r.images]
+        paths = await client.download(with_images, out_dir)
+        prompts = [prompt_of[r.request_id] for r in with_images]
+        sheet = contact_sheet(paths, out_dir / "contact-sheet.png", captions=prompts)
+        print(f"\n  {len(paths)} images written to {out_dir}/, contact sheet (each prompt "
+              f"under its picture): {sheet}")
+        print(f"  {colour_check(paths, prompts)}")
+
+
+def colour_check(paths: list[Path], prompts: list[str]) -> str:
+    """How many pictures show the prompt's colours, read back from their pixels."""
+    from imagegen_worker.pipelines import shapes_measure
+
+    good = shape_good = 0
+    for path, prompt in zip(paths, prompts, strict=True):
+        _, color, shape, _, _, background, _ = prompt.split()
+        with Image.open(path) as img:
+            reading = shapes_measure.read(img)
+        good += reading.matches(color=color, background=background)
+        shape_good += reading.matches(color=color, background=background, shape=shape)
+    return (f"read back from the pixels: {good}/{len(paths)} pictures show the prompt's colours "
+            f"(shape and background), {shape_good}/{len(paths)} also its shape")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--count", type=int, default=60, help="prompts to submit")
-    parser.add_argument("--steps", type=int, default=12, help="denoising steps per image")
+    parser.add_argument("--steps", type=int, default=20, help="denoising steps per image")
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "demo")
     args = parser.parse_args()
     total = 7
@@ -149,14 +181,14 @@ def main() -> None:
                          text=True).stdout)
     state_dir = Path(env["IMAGEGEN_STATE"])
 
-    step(2, total, "Install the operator with Helm (RBAC, 2 replicas with peering)")
+    step(2, total, "Install the operator with Helm (RBAC, 2 replicas, one leader by Lease)")
     # Helm installs crds/ only on first install and never upgrades them: apply them first, as
     # the README says to on upgrades.
     print(kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds")))
     install_operator(env)
     print(f"  operator logs: {state_dir}/logs/pods/{OPERATOR_NAMESPACE}_*.log")
 
-    step(3, total, f"Apply the tiny example model and pool in namespace {NAMESPACE}")
+    step(3, total, f"Apply the example models and the tiny pool in namespace {NAMESPACE}")
     kubectl("create", "namespace", NAMESPACE, check=False)
     secret = kubectl("create", "secret", "generic", "imagegen-s3", "-n", NAMESPACE,
                      f"--from-literal=AWS_ACCESS_KEY_ID={env['AWS_ACCESS_KEY_ID']}",
@@ -172,7 +204,7 @@ def main() -> None:
         wait_for("the previous demo's worker pods to stop",
                  lambda: not kubectl("get", "pods", "-n", NAMESPACE, "-o", "name",
                                      check=False).strip(), timeout=120)
-    for name in ("tiny-model.yaml", "tiny-pool.yaml"):
+    for name in ("tiny-model.yaml", "shapes-model.yaml", "tiny-pool.yaml"):
         print(kubectl("apply", "-n", NAMESPACE, "-f", str(ROOT / "manifests" / "examples" / name)))
 
     step(4, total, "Wait for a warm worker: a real process that loaded the model and warmed up")

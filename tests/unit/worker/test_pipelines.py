@@ -68,7 +68,7 @@ def saved(tiny: ModelRunner, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_builtin_loads_on_cpu_with_a_stable_revision(tiny: ModelRunner) -> None:
     assert tiny.name == "tiny"
-    assert tiny.revision == "builtin:tiny-sdxl:v1"
+    assert tiny.revision == "builtin:tiny-sdxl:v2"
     assert tiny.device == "cpu"
     assert isinstance(tiny.pipeline.scheduler, SAMPLER_SCHEDULERS["euler"])
 

@@ -1,7 +1,8 @@
 """SDXL-architecture pipelines with random weights, built in code (no download).
 
-Two sizes of the same architecture: `TINY` backs `builtin://tiny-sdxl` (CPU demos and tests) and
-`SDXL_BASE` is the real SDXL base 1.0 shape the GPU benchmark measures. Both are a genuine
+Two sizes of the same architecture: `TINY` backs `builtin://tiny-sdxl` (CPU tests) and, trained
+(`SHAPES`, shapes_train.py), `builtin://shapes-sdxl` (the CPU demo); `SDXL_BASE` is the real SDXL
+base 1.0 shape the GPU benchmark measures. Both are a genuine
 `StableDiffusionXLPipeline`: two CLIP text encoders (the second with a projection for the pooled
 embedding), a UNet with `text_time` added conditioning, an AutoencoderKL and an Euler scheduler,
 so every code path the worker runs on a real SDXL checkpoint runs on them too.
@@ -65,7 +66,7 @@ class SdxlArchitecture:
 
 TINY = SdxlArchitecture(
     name="tiny-sdxl",
-    revision="builtin:tiny-sdxl:v1",
+    revision="builtin:tiny-sdxl:v2",  # v2: the tokenizer learned the shapes words
     unet={
         "sample_size": 8,  # latents of a 64x64 image: the pipeline's default size
         "in_channels": 4,
@@ -112,6 +113,18 @@ TINY = SdxlArchitecture(
         "projection_dim": 32,
         "hidden_act": "gelu",
     },
+)
+
+# builtin://shapes-sdxl: TINY trained on coloured shapes (shapes_train). One change: the VAE's
+# group norms span 4+ channels. With TINY's 8 groups over 8 channels, the decoder's last norm is
+# an instance norm that erases each picture's flat colours, which are all these pictures are.
+SHAPES = SdxlArchitecture(
+    name="shapes-sdxl",
+    revision="builtin:shapes-sdxl",  # the served revision adds the training code's version
+    unet=dict(TINY.unet),
+    vae={**TINY.vae, "norm_num_groups": 2},
+    text_encoder=dict(TINY.text_encoder),
+    text_encoder_2=dict(TINY.text_encoder_2),
 )
 
 # stabilityai/stable-diffusion-xl-base-1.0, from its published config files.

@@ -2,9 +2,10 @@
 
 `resolve` is called by `ModelRunner.load` (for the model and each LoRA) and by the prefetch Job.
 Remote sources (s3://, hf://) are downloaded into the model cache once and reused; local ones
-(file://, pvc://) are read in place; builtin:// has no files at all.
+(file://, pvc://) are read in place; builtin://tiny-sdxl has no files at all.
 
-    builtin://tiny-sdxl      built in code                    revision builtin:tiny-sdxl:v1
+    builtin://tiny-sdxl      built in code                    revision builtin:tiny-sdxl:v2
+    builtin://shapes-sdxl    trained, dev cache (builtin.py)  revision builtin:shapes-sdxl:<version>
     file:///abs/dir          that folder                      revision sha256:<content hash>
     pvc://claim/path         <model cache root>/path          revision sha256:<content hash>
     s3://bucket/prefix       <cache>/s3/bucket/prefix/<etag digest>   revision s3:<etag digest>
@@ -33,7 +34,7 @@ from urllib.parse import unquote, urlsplit
 
 from imagegen_api import naming, specs
 
-from . import architecture
+from . import architecture, builtin
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +83,9 @@ def parse_source(uri: str) -> Source:
     parts = urlsplit(uri)
     scheme, netloc, path = parts.scheme, parts.netloc, unquote(parts.path)
     if scheme == "builtin":
-        if netloc not in BUILTIN_MODELS:
-            raise ValueError(f"unknown builtin model {netloc!r} (known: {sorted(BUILTIN_MODELS)})")
+        known = sorted([*BUILTIN_MODELS, *builtin.TRAINED])
+        if netloc not in known:
+            raise ValueError(f"unknown builtin model {netloc!r} (known: {known})")
         return Source("builtin", netloc)
     if scheme == "file":
         if netloc or not path.startswith("/"):
@@ -121,6 +123,8 @@ def resolve(
     """
     src = parse_source(uri)
     root = model_root(cache_dir)
+    if src.scheme == "builtin" and src.location in builtin.TRAINED:
+        return LocalWeights(src, *builtin.locate(src.location))  # BuiltinNotTrained if absent
     if src.scheme == "builtin":
         return LocalWeights(src, None, BUILTIN_MODELS[src.location].revision)
     if src.scheme in ("file", "pvc"):

@@ -8,7 +8,9 @@ The merges are learned (plain BPE training, in code, deterministic) on a list of
 words, so those become whole-word tokens, and other words split into learned sub-words or letter
 pairs, so token counts stay near a real CLIP tokenizer's (about one token per
 common word) and the `maxPromptTokens` limit behaves the same on the demo model as on SDXL.
-Special tokens sit at the end of the vocabulary, as in CLIP (start of text, then end of text).
+The list also covers every word of the shapes dataset (shapes_data.VOCABULARY; a unit test checks
+it), the captions builtin://shapes-sdxl is trained on. Special tokens sit at the end of the
+vocabulary, as in CLIP (start of text, then end of text).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ WORDS: tuple[str, ...] = tuple(
     one two three four five lens mm camera wide angle macro depth field
     hd uhd k unreal engine octane blender artstation
     ugly deformed bad worst lowres jpeg artifacts watermark text signature cropped extra
+    circle square triangle background foreground shape shapes
     """.split()
 )
 
