@@ -47,7 +47,13 @@ class Responder:
             self.metrics.redis_errors.labels("finish").inc()
             log.warning("job record not written, publishing anyway",
                         extra=fields(request_id=result.request_id, error=repr(exc)))
-        if winner is not result:
+        if winner.request_id != result.request_id:
+            # A rejection of a message whose id another message holds: answered under the
+            # message's own id, so that it never overrides that message's answer.
+            self.metrics.duplicates.labels("rejected_apart").inc()
+            log.info("rejection answered under the message's own id", extra=fields(
+                request_id=result.request_id, own_id=winner.request_id))
+        elif winner is not result:
             self.metrics.duplicates.labels("raced").inc()
             winner = self.refresh_urls(winner)
         await self._publish(ref, winner)

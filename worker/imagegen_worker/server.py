@@ -5,11 +5,15 @@
 - GET /readyz: 200 only once the models are loaded, the warmup generation succeeded and the
   consumer has joined the group; 503 before that and while draining.
 - GET /metrics: Prometheus text format.
-- POST /drain: begin a graceful drain (the SIGTERM path without the exit); GET /drain: progress.
+- POST /drain: begin a graceful drain; the worker exits 0 once drained. Only callers on the
+  pod's loopback may drain — the preStop hook (`imagegen-worker drain`, exec'd in the container)
+  is; any other pod reaching the port gets 403, so nobody in the cluster can idle a pool.
+  GET /drain: progress (read-only, open like the probes).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import time
 from collections.abc import Callable
@@ -20,6 +24,18 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from .metrics import WorkerMetrics
+
+
+def is_loopback(remote: str | None) -> bool:
+    """True for 127.0.0.0/8, ::1 and IPv4-mapped loopback; False for anything else or unknown."""
+    if not remote:
+        return False
+    try:
+        ip = ipaddress.ip_address(remote.split("%", 1)[0])
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return bool(ip.is_loopback or (mapped is not None and mapped.is_loopback))
 
 
 @dataclass
@@ -36,7 +52,8 @@ class Health:
     reasons: list[str] = field(default_factory=list)
 
     def ready(self) -> bool:
-        return self.models_loaded and self.warmed_up and self.joined and not self.draining
+        return (self.models_loaded and self.warmed_up and self.joined and not self.draining
+                and not self.reasons)  # reasons: dependencies down now (outage.Outages)
 
     def live(self, now: float) -> bool:
         since = self.generating_since
@@ -50,6 +67,7 @@ class Health:
             "joined": self.joined,
             "draining": self.draining,
             "drained": self.drained,
+            "reasons": list(self.reasons),
         }
 
 
@@ -99,9 +117,14 @@ class HttpServer:
         resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return resp
 
-    async def _drain(self, _req: web.Request) -> web.Response:
+    async def _drain(self, req: web.Request) -> web.Response:
+        if not is_loopback(req.remote):
+            return web.json_response(
+                {"error": f"POST /drain is accepted only from the pod's loopback (the preStop "
+                          f"hook `imagegen-worker drain`); refused for {req.remote}"},
+                status=403)
         self.on_drain()
-        return await self._drain_status(_req, status=202)
+        return await self._drain_status(req, status=202)
 
     async def _drain_status(self, _req: web.Request, status: int = 200) -> web.Response:
         body = {"draining": self.health.draining, "drained": self.health.drained,

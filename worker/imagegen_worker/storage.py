@@ -1,7 +1,8 @@
 """Object storage (S3 API, boto3 in a thread): content-addressed uploads and presigned GET URLs.
 
 Objects live at <bucket>/<ns>/<pool>/<sha256 of the bytes>.<ext> (naming.object_key), so a
-retry or a second worker uploading the same bytes writes the same object. The bucket is created
+retry or a second worker uploading the same bytes writes the same object. A worker presigns only
+keys below its own pool's prefix (pools may share a bucket and credentials). The bucket is created
 at start when missing. Credentials come from the standard AWS environment variables (set from the
 pool's credentials Secret). Used by the batch runner (upload) and `intake` (URLs for cache hits
 and replays).
@@ -20,6 +21,10 @@ from imagegen_api import naming
 from imagegen_api.workerconfig import StorageSettings
 
 log = logging.getLogger(__name__)
+
+
+class ForeignObject(ValueError):
+    """An object key outside this pool's prefix."""
 
 
 class ObjectStore:
@@ -42,6 +47,11 @@ class ObjectStore:
                 max_pool_connections=16,
             ),
         )
+
+    @property
+    def endpoint(self) -> str:
+        """The S3 endpoint URL the client talks to (recorded with cache entries)."""
+        return str(self.client.meta.endpoint_url)
 
     def key_for(self, sha256: str, ext: str) -> str:
         return naming.object_key(self.namespace, self.pool, sha256, ext)
@@ -72,7 +82,13 @@ class ObjectStore:
         )
 
     def presign(self, key: str) -> str:
-        """A GET URL valid for url_ttl_seconds (local signing, no network call)."""
+        """A GET URL valid for url_ttl_seconds (local signing, no network call). Only for this
+        pool's own objects: the credentials may reach other pools' objects in the same bucket,
+        and a URL signed with them would hand those out (ForeignObject instead)."""
+        prefix = naming.object_prefix(self.namespace, self.pool)
+        if not key.startswith(prefix) or ".." in key.split("/"):
+            raise ForeignObject(f"refusing to presign {key!r}: not below this pool's "
+                                f"prefix {prefix!r}")
         url: str = self.client.generate_presigned_url(
             "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=self.url_ttl
         )
