@@ -217,7 +217,8 @@ class PodRunner:
         env = {k: rewrite(v) for k, v in env.items()}
         rp.port = free_port()
         venv_bin = ROOT / ".venv" / "bin"
-        keep = ("LANG", "LC_", "HOME", "TMPDIR")
+        # IMAGEGEN_CACHE: the dev cache where builtin://shapes-sdxl's trained weights live.
+        keep = ("LANG", "LC_", "HOME", "TMPDIR", "IMAGEGEN_CACHE")
         base = {k: v for k, v in os.environ.items() if k.startswith(keep)}
         env = {**base, **env, "PATH": f"{venv_bin}:{os.environ.get('PATH', '/usr/bin:/bin')}",
                "POD_NAME": rp.name, "POD_NAMESPACE": ns, "IMAGEGEN_HTTP_PORT": str(rp.port),

@@ -6,10 +6,11 @@ Run once per machine by `dev/setup` (so by `make demo` and `make test`) and by t
 need the model; a cached folder makes it a no-op. The folder is `builtin.shapes_dir()`, keyed by
 a hash of this code, so a change to the recipe trains a new model and never serves stale weights.
 
-The recipe (about 10 minutes on an idle 2-core machine):
+The recipe (a few minutes on an idle 2-core machine; docs/benchmarks.md has the figures):
 1. Build the tiny SDXL pipeline (architecture.SHAPES, the builtin seed): text encoders stay as
    built, fixed and random; distinct words already give distinct embeddings to condition on.
-2. Train the VAE as an autoencoder on random scenes (L1 + MSE, a tiny KL term), then record the
+2. Train the VAE as an autoencoder on random 32x32 crops of scenes (L1 + MSE, a tiny KL term,
+   a little noise on the latents so the decoder also draws near-misses), then record the
    latents' per-channel mean and std in its config (`latents_mean`/`latents_std`, scaling 1.0):
    the SDXL pipeline un-normalises with them, so the UNet sees unit-variance latents.
 3. Encode a fixed set of scenes once, then train the UNet to predict noise (epsilon, SDXL's
@@ -56,15 +57,15 @@ class Recipe:
 
     seed: int = BUILTIN_SEED
     threads: int = 2
-    vae_steps: int = 700
+    vae_steps: int = 800
     vae_batch: int = 16
     vae_lr: float = 2e-3
     vae_crop: int = 32
     vae_latent_noise: float = 0.1
     kl_weight: float = 1e-6
     latent_scenes: int = 4096
-    unet_steps: int = 3000
-    unet_batch: int = 64
+    unet_steps: int = 2500
+    unet_batch: int = 32
     unet_lr: float = 1e-3
     uncond_fraction: float = 0.1
     min_snr: float = 5.0
