@@ -54,12 +54,17 @@ def tier_of_topic(topic: str) -> str:
 # --- Redis ----------------------------------------------------------------------------------
 
 
-def cache_key(digest: str) -> str:
-    return f"imagegen:cache:{digest}"
+def cache_key(namespace: str, pool: str, digest: str) -> str:
+    """Image cache entry of one pool: it points into that pool's objects (see object_key), so
+    another pool must never find it (it could not presign it, and must not read it)."""
+    return f"imagegen:cache:{namespace}/{pool}/{digest}"
 
 
-def job_key(request_id: str) -> str:
-    return f"imagegen:job:{request_id}"
+def job_key(namespace: str, pool: str, request_id: str) -> str:
+    """Job record of one request id in one pool. Ids are the clients' own: two pools (tenants)
+    sharing a Redis must never see each other's records. Lives in the job store (workerconfig
+    JobStoreSettings), apart from the evictable cache."""
+    return f"imagegen:job:{namespace}/{pool}/{request_id}"
 
 
 def workers_key(namespace: str, pool: str) -> str:
@@ -70,8 +75,13 @@ def workers_key(namespace: str, pool: str) -> str:
 # --- S3 -------------------------------------------------------------------------------------
 
 
+def object_prefix(namespace: str, pool: str) -> str:
+    """Every object of one pool lives below this prefix; a worker presigns nothing else."""
+    return f"{namespace}/{pool}/"
+
+
 def object_key(namespace: str, pool: str, digest: str, ext: str) -> str:
-    return f"{namespace}/{pool}/{digest}.{ext}"
+    return f"{object_prefix(namespace, pool)}{digest}.{ext}"
 
 
 # --- Kubernetes children and labels ---------------------------------------------------------
@@ -142,6 +152,8 @@ ENV_WORKER_CONFIG = "IMAGEGEN_WORKER_CONFIG"  # path to the rendered worker.json
 ENV_HTTP_PORT = "IMAGEGEN_HTTP_PORT"
 ENV_KAFKA_BOOTSTRAP = "IMAGEGEN_KAFKA_BOOTSTRAP"
 ENV_REDIS_URL = "IMAGEGEN_REDIS_URL"
+# Job records' store when it is not the cache's Redis (see workerconfig.JobStoreSettings).
+ENV_JOBS_REDIS_URL = "IMAGEGEN_JOBS_REDIS_URL"
 ENV_S3_ENDPOINT = "IMAGEGEN_S3_ENDPOINT"
 ENV_MODEL_CACHE = "IMAGEGEN_MODEL_CACHE"
 ENV_POD_NAME = "POD_NAME"

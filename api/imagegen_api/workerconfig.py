@@ -7,6 +7,7 @@ variables set from Secrets (see naming.ENV_*); a field left None means "read the
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field
 
@@ -42,6 +43,28 @@ class CacheSettings(KubeModel):
     ttl_seconds: int = 86400
 
 
+class JobStoreSettings(KubeModel):
+    """Where job records (the idempotency memory) live: never among the image cache's keys. A
+    cache may be flushed or evicted; a record that vanishes turns a redelivery into a second
+    generation with other images. Default: the cache's Redis instance, database `db` (a FLUSHDB
+    or key policy of the cache's database leaves records alone). For records that must survive
+    memory pressure, IMAGEGEN_JOBS_REDIS_URL names their own instance, run with
+    `maxmemory-policy noeviction` (docs/operations.md, "Job records")."""
+
+    redis_url: str | None = None  # None: $IMAGEGEN_JOBS_REDIS_URL, else the cache's URL + db
+    db: int = Field(1, ge=0, le=15)
+
+    def url(self, cache_url: str) -> str:
+        """The job store's URL: `redis_url`, else `cache_url` with its database set to `db`."""
+        if self.redis_url:
+            return self.redis_url
+        parts = urlsplit(cache_url)
+        if parts.scheme == "unix":  # unix:///path/redis.sock?db=N
+            query = [kv for kv in parts.query.split("&") if kv and not kv.startswith("db=")]
+            return f"unix://{parts.path}?" + "&".join([*query, f"db={self.db}"])
+        return urlunsplit(parts._replace(path=f"/{self.db}"))
+
+
 class StorageSettings(KubeModel):
     endpoint: str | None = None
     bucket: str = "imagegen"
@@ -56,6 +79,7 @@ class WorkerConfig(KubeModel):
     kafka: KafkaSettings
     batching: BatchingSpec = BatchingSpec()
     cache: CacheSettings = CacheSettings()
+    jobs: JobStoreSettings = JobStoreSettings()
     storage: StorageSettings = StorageSettings()
     safety: SafetySpec = SafetySpec()
     heartbeat_seconds: int = 5

@@ -3,7 +3,7 @@ plain `pip install imagegen-operator`).
 
     imagegen submit --pool tiny [-n NS] [--tier fast] [--seed N] [--size 64x64] [--steps 4]
                     [--count 24] [--out DIR] "prompt" ["prompt" ...]
-    imagegen status REQUEST_ID
+    imagegen status --pool tiny [-n NS] REQUEST_ID
 
 `submit` sends --count requests (the prompts, and comma-separated --tier values, taken in turn;
 with --seed N request i gets seed N+i, so running the same command again is answered from the
@@ -61,7 +61,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     st = sub.add_parser("status", help="show the job record of a request")
     st.add_argument("request_id")
+    st.add_argument("--pool", required=True, help="records are per pool")
+    st.add_argument("-n", "--namespace", default=os.environ.get("IMAGEGEN_NAMESPACE", "default"))
     st.add_argument("--redis", default=os.environ.get(naming.ENV_REDIS_URL))
+    st.add_argument("--jobs-redis", default=os.environ.get(naming.ENV_JOBS_REDIS_URL),
+                    help="the job records' own Redis, when the pool has one")
 
     ns = parser.parse_args(argv)
     if ns.command == "status":
@@ -188,10 +192,11 @@ async def _submit(ns: argparse.Namespace) -> int:
 
 
 async def _status(ns: argparse.Namespace) -> int:
-    if not ns.redis:
+    if not ns.redis and not ns.jobs_redis:
         print(f"imagegen status: set --redis or {naming.ENV_REDIS_URL}", file=sys.stderr)
         return 2
-    record = await read_status(ns.redis, ns.request_id)
+    record = await read_status(ns.redis, ns.namespace, ns.pool, ns.request_id,
+                               jobs_redis_url=ns.jobs_redis)
     if record is None:
         print(f"no job record for {ns.request_id} (unknown, or expired)", file=sys.stderr)
         return 1

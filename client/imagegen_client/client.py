@@ -26,6 +26,7 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from imagegen_api import naming
 from imagegen_api.messages import GenerationRequest, GenerationResult, JobRecord
+from imagegen_api.workerconfig import JobStoreSettings
 
 DEFAULT_TIER = "fast"
 Progress = Callable[[dict[str, GenerationResult]], None]
@@ -45,11 +46,13 @@ def new_request_id(prefix: str = "req") -> str:
 
 class ImagegenClient:
     def __init__(self, bootstrap: str, namespace: str, pool: str, *,
-                 redis_url: str | None = None, client_id: str | None = None) -> None:
+                 redis_url: str | None = None, client_id: str | None = None,
+                 jobs_redis_url: str | None = None) -> None:
         self.bootstrap = bootstrap
         self.namespace = namespace
         self.pool = pool
         self.redis_url = redis_url
+        self.jobs_redis_url = jobs_redis_url  # None: where the workers put them by default
         self.client_id = client_id or new_request_id("imagegen-client")
         self.results_topic = naming.results_topic(namespace, pool)
         self.results: dict[str, GenerationResult] = {}  # first result per request id
@@ -158,11 +161,13 @@ class ImagegenClient:
     # --- records and images ------------------------------------------------------------------
 
     async def status(self, request_id: str) -> JobRecord | None:
-        if self.redis_url is None:
+        """The pool's job record of `request_id` (records are per pool: another pool's record
+        of the same id is not this one's)."""
+        if self.redis_url is None and self.jobs_redis_url is None:
             raise ValueError("a Redis URL is needed to read job records")
         if self._redis is None:
-            self._redis = aioredis.from_url(self.redis_url)
-        raw = await self._redis.hgetall(naming.job_key(request_id))
+            self._redis = aioredis.from_url(jobs_url(self.redis_url, self.jobs_redis_url))
+        raw = await self._redis.hgetall(naming.job_key(self.namespace, self.pool, request_id))
         return JobRecord.from_hash(cast(dict[bytes, bytes], raw)) if raw else None
 
     @staticmethod
@@ -182,11 +187,22 @@ class ImagegenClient:
         return paths
 
 
-async def read_status(redis_url: str, request_id: str) -> JobRecord | None:
-    """The job record of one request (no Kafka needed)."""
-    client = aioredis.from_url(redis_url)
+def jobs_url(redis_url: str | None, jobs_redis_url: str | None = None) -> str:
+    """Where a pool's job records are: their own store when given, else the pool's Redis in the
+    workers' default job database (workerconfig.JobStoreSettings)."""
+    if jobs_redis_url:
+        return jobs_redis_url
+    if not redis_url:
+        raise ValueError("a Redis URL is needed to read job records")
+    return JobStoreSettings().url(redis_url)
+
+
+async def read_status(redis_url: str | None, namespace: str, pool: str, request_id: str, *,
+                      jobs_redis_url: str | None = None) -> JobRecord | None:
+    """The job record of one request of one pool (no Kafka needed)."""
+    client = aioredis.from_url(jobs_url(redis_url, jobs_redis_url))
     try:
-        raw = await client.hgetall(naming.job_key(request_id))
+        raw = await client.hgetall(naming.job_key(namespace, pool, request_id))
         return JobRecord.from_hash(cast(dict[bytes, bytes], raw)) if raw else None
     finally:
         await client.aclose()

@@ -76,7 +76,11 @@ class Parking:
                 self.requeue(entry)
                 return
             if peek.result is not None:
-                await self.answers.replay(work.ref, peek.result)
+                try:
+                    await self.answers.replay(work.ref, peek.result)
+                except Exception as exc:  # stopping during an outage: left to Kafka
+                    log.warning("parked copy not answered: its message goes back to Kafka",
+                                extra=fields(request_id=work.request_id, error=repr(exc)))
                 return
             if not peek.held:
                 self.requeue(entry)

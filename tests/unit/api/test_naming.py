@@ -12,8 +12,11 @@ def test_topics_and_group_follow_design() -> None:
 
 
 def test_redis_and_s3_keys_follow_design() -> None:
-    assert naming.cache_key("ab12") == "imagegen:cache:ab12"
-    assert naming.job_key("req-1") == "imagegen:job:req-1"
+    assert naming.cache_key("ns", "p", "ab12") == "imagegen:cache:ns/p/ab12"
+    assert naming.job_key("ns", "p", "req-1") == "imagegen:job:ns/p/req-1"
+    # Pools (tenants) sharing one Redis never share a record or a cache entry.
+    assert naming.job_key("ns", "a", "r") != naming.job_key("ns", "b", "r")
+    assert naming.cache_key("x", "p", "d") != naming.cache_key("y", "p", "d")
     assert naming.workers_key("ml", "sdxl") == "imagegen:workers:ml/sdxl"
     assert naming.object_key("ml", "sdxl", "ab12", "png") == "ml/sdxl/ab12.png"
 
