@@ -7,7 +7,7 @@ and a test fails if the files drift. The operator parses every CR through them o
 from __future__ import annotations
 
 import re
-from typing import Literal, get_args
+from typing import Annotated, Literal, get_args
 
 from pydantic import ConfigDict, Field, JsonValue, field_validator, model_validator
 
@@ -372,6 +372,32 @@ class EnvVar(KubeModel):
     value: str = Field("", max_length=32768)
 
 
+# Kubernetes label syntax: a value of at most 63 characters; a key `[prefix/]name`, the name at
+# most 63 characters, the optional prefix a DNS subdomain of at most 253.
+LabelValue = Annotated[
+    str, Field(max_length=63, pattern=r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")]
+_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+_LABEL_PREFIX = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+# Labels the operator puts on every worker pod (its selectors among them).
+OPERATOR_LABELS: tuple[str, ...] = (
+    naming.LABEL_NAME, naming.LABEL_INSTANCE, naming.LABEL_COMPONENT, naming.LABEL_MANAGED_BY,
+    naming.LABEL_POOL, naming.LABEL_ROLE,
+)
+
+
+def check_label_key(key: str) -> str:
+    """A Kubernetes label key that the operator does not own, or a ValueError saying why not."""
+    prefix, _, name = key.rpartition("/")
+    if not _LABEL_NAME.match(name) or (
+            "/" in key and (len(prefix) > 253 or not _LABEL_PREFIX.match(prefix))):
+        raise ValueError(f"label key {key!r} is not a Kubernetes label key ([prefix/]name: the "
+                         "name at most 63 of A-Z a-z 0-9 - _ . , the prefix a DNS subdomain)")
+    if key in OPERATOR_LABELS:
+        raise ValueError(f"label key {key!r} is set by the operator (its own labels: "
+                         + ", ".join(OPERATOR_LABELS) + ")")
+    return key
+
+
 class WorkerSpec(KubeModel):
     image: str = Field("ghcr.io/imagegen-dev/imagegen-worker:0.1.0", max_length=512)
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
@@ -381,10 +407,25 @@ class WorkerSpec(KubeModel):
         description="Long enough to finish the batch in hand after SIGTERM.")
     service_account_name: str | None = Field(None, pattern=DNS_LABEL, max_length=253)
     env: list[EnvVar] = Field(default_factory=list, max_length=64)
-    pod_labels: dict[str, str] = Field(
+    pod_labels: dict[str, LabelValue] = Field(
         default_factory=dict,
+        max_length=32,
         description="Labels added to every worker pod (cost allocation, policies, a dev "
-        "runner's selector); the operator's own labels take precedence.")
+        "runner's selector); the operator's own labels (" + ", ".join(OPERATOR_LABELS) + ") "
+        "cannot be set here.",
+        json_schema_extra={"x-kubernetes-validations": [cel(
+            " && ".join(f"!('{key}' in self)" for key in OPERATOR_LABELS),
+            "worker.podLabels cannot set the operator's own labels: " + ", ".join(OPERATOR_LABELS),
+        )]},
+    )
+
+    @field_validator("pod_labels")
+    @classmethod
+    def _label_keys(cls, labels: dict[str, str]) -> dict[str, str]:
+        for key in labels:
+            check_label_key(key)
+        return labels
+
 
 
 class GenerationPoolSpec(KubeModel):

@@ -35,7 +35,7 @@ CRD_DIRS = (Path("crds"), Path("manifests") / "install" / "crds")
 _KEEP = {
     "type", "description", "default", "enum", "pattern", "minimum", "maximum", "exclusiveMinimum",
     "exclusiveMaximum", "multipleOf", "minLength", "maxLength", "minItems", "maxItems",
-    "uniqueItems", "format", "nullable",
+    "uniqueItems", "format", "nullable", "minProperties", "maxProperties",
 }
 _X_PREFIX = "x-kubernetes-"
 

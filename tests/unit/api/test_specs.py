@@ -73,3 +73,22 @@ def test_bad_model_names_the_field(spec: dict[str, object], needle: str) -> None
 )
 def test_known_sources_accepted(source: str) -> None:
     assert specs.ImageModelSpec.model_validate({"source": source}).source == source
+
+
+def test_worker_pod_labels_are_kubernetes_labels_the_operator_does_not_own() -> None:
+    ok = specs.WorkerSpec.model_validate(
+        {"podLabels": {"imagegen.dev/local-runner": "true", "team": "", "cost-center": "a.b_c"}})
+    assert ok.pod_labels["imagegen.dev/local-runner"] == "true"
+    for bad, needle in [
+        ({naming.LABEL_POOL: "x"}, "is set by the operator"),
+        ({naming.LABEL_ROLE: "warm"}, "is set by the operator"),
+        ({"Bad Key": "x"}, "is not a Kubernetes label key"),
+        ({"a/b/c": "x"}, "is not a Kubernetes label key"),
+        ({"x" * 64: "x"}, "is not a Kubernetes label key"),
+        ({"ok": "x" * 64}, "at most 63 characters"),
+        ({"ok": "-x"}, "should match pattern"),
+        ({f"k{i}": "v" for i in range(33)}, "at most 32 items"),
+    ]:
+        with pytest.raises(ValidationError) as err:
+            specs.WorkerSpec.model_validate({"podLabels": bad})
+        assert "podLabels" in str(err.value) and needle in str(err.value), str(err.value)

