@@ -82,4 +82,5 @@ class Figures:
         path = directory / f"{self.scenario}.json"
         row = {**asdict(self), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         path.write_text(json.dumps(row, indent=1) + "\n")
+        print(f"chaos figures {self.scenario}: {json.dumps(row)}")  # shown by pytest -rA
         return path

@@ -26,7 +26,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from imagegen_api.messages import GenerationRequest, GenerationResult
 
 from tests.chaos.figures import Figures, Signature, divergent, rate, recovery_seconds
-from tests.integration.worker.harness import TIERS, Pool, Worker, request
+from tests.integration.worker.harness import PARTITIONS, TIERS, Pool, Worker, request
 
 SCALE = float(os.environ.get("IMAGEGEN_CHAOS_SCALE", "1"))
 # Each batch sleeps this long before generating: a worker's throughput is bounded by the sleep
@@ -217,7 +217,7 @@ async def audit(pool: Pool) -> Audit:
     unreadable = 0
     try:
         topic = pool.config.kafka.results_topic
-        tps = [TopicPartition(topic, p) for p in sorted(await _partitions(consumer, topic))]
+        tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]  # as make_pool made it
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)
         await consumer.seek_to_beginning(*tps)
@@ -234,16 +234,6 @@ async def audit(pool: Pool) -> Audit:
     finally:
         await consumer.stop()
     return Audit(results, unreadable, await pool.dead_letters())
-
-
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
-    for _ in range(50):
-        parts = consumer.partitions_for_topic(topic)
-        if parts:
-            return set(parts)
-        await consumer.topics()  # fetches the cluster's metadata
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"no partitions for {topic}")
 
 
 # --- one run ----------------------------------------------------------------------------------
