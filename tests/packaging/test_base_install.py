@@ -1,5 +1,6 @@
 """`pip install imagegen-operator` without extras, into a fresh virtual environment: the client
 and its `imagegen` CLI work, and none of the GPU stack or the operator's runtime comes along.
+And the operator image's recipe (Dockerfile.operator): `[operator]` is enough for the operator.
 
 Slow-ish (a venv and a wheel build; pip's cache makes the downloads cheap), so it has its own
 target: `make packaging`, part of `make test`. Needs PyPI or a warm pip cache.
@@ -21,24 +22,52 @@ ROOT = Path(__file__).resolve().parents[2]
 SOURCES = ("pyproject.toml", "README.md", "api", "client", "operator", "worker")
 
 
-@pytest.fixture(scope="module")
-def base_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tmp = tmp_path_factory.mktemp("base-install")
-    src = tmp / "src"
+def _sources(dest: Path) -> Path:
     for name in SOURCES:
         path = ROOT / name
         if path.is_dir():
-            shutil.copytree(path, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(path, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
-            src.mkdir(exist_ok=True)
-            shutil.copy2(path, src / name)
-    env = tmp / "venv"
-    venv.EnvBuilder(with_pip=True).create(env)
+            dest.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, dest / name)
+    return dest
+
+
+def _venv(path: Path) -> Path:
+    venv.EnvBuilder(with_pip=True).create(path)
+    return path
+
+
+def _pip(env: Path, *args: str) -> None:
     done = subprocess.run(
-        [str(env / "bin" / "python"), "-m", "pip", "install", "-q",
-         "--disable-pip-version-check", str(src)],
+        [str(env / "bin" / "python"), "-m", "pip", "-q", "--disable-pip-version-check", *args],
         capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.fixture(scope="module")
+def base_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("base-install")
+    env = _venv(tmp / "venv")
+    _pip(env, "install", str(_sources(tmp / "src")))
+    return env
+
+
+@pytest.fixture(scope="module")
+def operator_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Installed the way Dockerfile.operator does it: the dependencies of `.[operator]` from
+    pyproject.toml alone (an empty package standing in for the source), then the source with
+    --no-deps."""
+    tmp = tmp_path_factory.mktemp("operator-install")
+    stub = tmp / "stub"
+    (stub / "api" / "imagegen_api").mkdir(parents=True)
+    (stub / "api" / "imagegen_api" / "__init__.py").touch()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, stub / name)
+    env = _venv(tmp / "venv")
+    _pip(env, "install", f"{stub}[operator]")
+    _pip(env, "uninstall", "-y", "imagegen-operator")
+    _pip(env, "install", "--no-deps", str(_sources(tmp / "src")))
     return env
 
 
@@ -88,3 +117,14 @@ def test_build_tools_are_not_shipped(base_env: Path) -> None:
     shipped = {p.name for p in site.glob("imagegen_*/**/*.py")}
     assert not shipped & {"crdgen.py", "docgen.py"}, shipped
     assert not (site / "imagegen_tools").exists()
+
+
+def test_operator_extra_is_what_the_operator_imports(operator_env: Path) -> None:
+    """Every operator module imports with `[operator]` alone; the worker's stack stays out."""
+    done = _python(operator_env, "import imagegen_operator.operator_main, imagegen_client")
+    assert done.returncode == 0, done.stderr
+    helped = subprocess.run([str(operator_env / "bin" / "imagegen-operator"), "--help"],
+                            capture_output=True, text=True, timeout=120)
+    assert helped.returncode == 0 and "imagegen-operator" in helped.stdout, helped.stderr
+    for module in ("torch", "diffusers", "boto3"):
+        assert _python(operator_env, f"import {module}").returncode != 0, module
