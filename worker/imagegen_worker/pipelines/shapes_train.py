@@ -9,8 +9,8 @@ a hash of this code, so a change to the recipe trains a new model and never serv
 The recipe (a few minutes on an idle 2-core machine; docs/benchmarks.md has the figures):
 1. Build the tiny SDXL pipeline (architecture.SHAPES, the builtin seed): text encoders stay as
    built, fixed and random; distinct words already give distinct embeddings to condition on.
-2. Train the VAE as an autoencoder on random 32x32 crops of scenes (L1 + MSE, a tiny KL term,
-   a little noise on the latents so the decoder also draws near-misses), then record the
+2. Train the VAE as an autoencoder on random scenes (L1 + MSE, a tiny KL term, a little noise
+   on the latents so the decoder also draws near-misses), then record the
    latents' per-channel mean and std in its config (`latents_mean`/`latents_std`, scaling 1.0):
    the SDXL pipeline un-normalises with them, so the UNet sees unit-variance latents.
 3. Encode a fixed set of scenes once, then train the UNet to predict noise (epsilon, SDXL's
@@ -58,9 +58,9 @@ class Recipe:
     seed: int = BUILTIN_SEED
     threads: int = 2
     vae_steps: int = 800
-    vae_batch: int = 16
+    vae_batch: int = 8
     vae_lr: float = 2e-3
-    vae_crop: int = 32
+    vae_crop: int = 64  # whole pictures: group norms see the statistics they see when serving
     vae_latent_noise: float = 0.1
     kl_weight: float = 1e-6
     latent_scenes: int = 4096
@@ -153,6 +153,7 @@ def train_vae(vae: Any, rng: np.random.Generator, recipe: Recipe, *, log: Log) -
         if step % 100 == 0 or step == recipe.vae_steps - 1:
             log(f"vae step {step:5d}/{recipe.vae_steps} loss {loss.item():.4f}")
     vae.eval().requires_grad_(False)
+    log(f"vae reconstructions read back right: {_vae_readback(vae, rng):.0%}")
     latents = _encode(vae, rng, 512)
     mean = latents.mean(dim=(0, 2, 3))
     std = latents.std(dim=(0, 2, 3))
@@ -168,6 +169,22 @@ def _crops(pixels: np.ndarray, size: int, rng: np.random.Generator) -> torch.Ten
         y, x = (int(v) for v in rng.integers(0, full - size + 1, size=2))
         out.append(image[:, y:y + size, x:x + size])
     return torch.from_numpy(np.stack(out))
+
+
+@torch.no_grad()
+def _vae_readback(vae: Any, rng: np.random.Generator, n: int = 64) -> float:
+    """Fraction of reconstructed scenes whose colours and shape shapes_measure reads right."""
+    from PIL import Image
+
+    from . import shapes_measure
+
+    pixels, scenes = shapes_data.batch(rng, n)
+    recon = vae.decode(vae.encode(torch.from_numpy(pixels)).latent_dist.mode()).sample
+    images = ((recon.permute(0, 2, 3, 1).numpy() + 1) * 127.5).clip(0, 255).astype(np.uint8)
+    right = sum(shapes_measure.read(Image.fromarray(img)).matches(
+        color=s.color, background=s.background, shape=s.shape)
+        for img, s in zip(images, scenes, strict=True))
+    return right / n
 
 
 @torch.no_grad()
