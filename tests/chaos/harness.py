@@ -209,31 +209,42 @@ class Audit:
 
 
 async def audit(pool: Pool) -> Audit:
-    """Every message on the pool's results topic (the pool is new: from offset 0) and DLQ."""
-    bootstrap = pool.stack.kafka_bootstrap
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
+    """Every message on the pool's results topic and DLQ (the pool is new: from offset 0)."""
+    kafka = pool.config.kafka
     results: dict[str, list[GenerationResult]] = {}
     unreadable = 0
+    for value in await read_topic(pool.stack.kafka_bootstrap, kafka.results_topic, PARTITIONS):
+        try:
+            res = GenerationResult.from_bytes(value)
+        except ValueError:
+            unreadable += 1
+            continue
+        results.setdefault(res.request_id, []).append(res)
+    letters = [json.loads(v) for v in await read_topic(pool.stack.kafka_bootstrap,
+                                                        kafka.dlq_topic, 1)]
+    return Audit(results, unreadable, letters)
+
+
+async def read_topic(bootstrap: str, topic: str, partitions: int) -> list[bytes]:
+    """Every value on `topic` (partitions 0..n-1, as make_pool made them), first to last."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    out: list[bytes] = []
     try:
-        topic = pool.config.kafka.results_topic
-        tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]  # as make_pool made it
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)
-        await consumer.seek_to_beginning(*tps)
+        # An explicit seek: seek_to_beginning's lazy reset was seen to report the end offset.
+        for tp, first in (await consumer.beginning_offsets(tps)).items():
+            consumer.seek(tp, first)
         for tp in tps:
             while await consumer.position(tp) < ends[tp]:
                 batch = await consumer.getmany(tp, timeout_ms=1000)
-                for msg in batch.get(tp, []):
-                    try:
-                        res = GenerationResult.from_bytes(msg.value or b"")
-                    except ValueError:
-                        unreadable += 1
-                        continue
-                    results.setdefault(res.request_id, []).append(res)
+                out.extend(m.value for m in batch.get(tp, []) if m.value is not None)
     finally:
         await consumer.stop()
-    return Audit(results, unreadable, await pool.dead_letters())
+    return out
 
 
 # --- one run ----------------------------------------------------------------------------------
