@@ -3,12 +3,14 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 
-.PHONY: demo test setup stack-up stack-down lint unit packaging integration crds bench-cpu
+.PHONY: demo test setup stack-up stack-down lint unit packaging integration chaos crds bench-cpu
 
 demo: setup stack-up
 	$(PY) dev/demo.py
 
-test: setup lint unit packaging integration
+test: setup lint unit packaging integration chaos
+# The chaos suite with every phase a quarter as long (docs/reliability.md, "In CI").
+test: CHAOS_SCALE = 0.25
 
 setup:
 	dev/setup
@@ -42,6 +44,14 @@ integration:
 	@dev/stack up || echo "dev/stack up failed: integration tests will fail and name the component"
 	$(PY) -m pytest tests/integration tests/e2e -q -p no:cacheprovider --durations=15; rc=$$?; \
 	  if [[ -n "$${CI:-}" ]]; then dev/stack down || true; fi; exit $$rc
+
+# Faults under load (docs/reliability.md): stops and freezes Kafka, Redis and MinIO, restoring
+# them before it ends. On a shared machine: flock /tmp/imagegen-stack.lock make chaos.
+# CHAOS_SCALE shortens every phase (1 = the full run whose figures docs/reliability.md shows).
+CHAOS_SCALE ?= 1
+chaos:
+	IMAGEGEN_CHAOS_SCALE=$(CHAOS_SCALE) $(PY) -m pytest tests/chaos -m chaos -q -p no:cacheprovider \
+	  --durations=20; rc=$$?; if [[ -n "$${CI:-}" ]]; then dev/stack down || true; fi; exit $$rc
 
 # After a change of api/imagegen_api/specs.py: the CRDs (crds/, the install base) and the reference.
 crds:
