@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from dev.localstack import chaos
-from tests.e2e.conftest import worker_ns  # noqa: F401 - a namespace for real worker pods
 from tests.integration.conftest import *  # noqa: F403 - the stack and operator fixtures
 
 
