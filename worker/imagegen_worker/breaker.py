@@ -4,8 +4,9 @@ used by the job records (through `BreakerJobRecords`) and the heartbeats.
 The pattern is the image cache's (`cache.ImageCache`): after a failure the dependency is not
 asked again for `retry_after` seconds — calls fail at once with `Unavailable` — so that while
 Redis is down or frozen every request does not pay a timeout (and the event loop does not queue
-hundreds of them). The first call after the pause tries again; success closes the breaker. The
-failure is logged once per outage and counted per call site in `imagegen_redis_errors`.
+hundreds of them). After the pause one call (the probe) tries again while the others still fail
+fast; its success closes the breaker, its failure starts another pause. The failure is logged
+once per outage and counted per call site in `imagegen_redis_errors`.
 
 What the callers do with `Unavailable` is the documented degradation: generation goes on
 without deduplication (attempts are counted locally, results are published anyway).
@@ -51,6 +52,7 @@ class Breaker:
         self.clock = clock
         self._down_until = 0.0
         self._open = False
+        self._probing = False
 
     @property
     def open(self) -> bool:
@@ -58,18 +60,24 @@ class Breaker:
         return self._open
 
     def available(self) -> bool:
-        return self.clock() >= self._down_until
+        return not self._probing and self.clock() >= self._down_until
 
     async def call(self, op: Callable[[], Awaitable[T]]) -> T:
-        """Run `op` unless the breaker is open and paused; any failure opens it."""
+        """Run `op` unless the breaker is open (paused, or another call probing); a failure
+        that says the dependency is unreachable opens it."""
         if not self.available():
             raise Unavailable(f"{self.name} unavailable (breaker open)")
+        probe = self._open
+        self._probing = probe
         try:
             result = await op()
         except Exception as exc:
             if self.trips(exc):
                 self.failed(exc)
             raise
+        finally:
+            if probe:
+                self._probing = False
         self.recovered()
         return result
 

@@ -42,7 +42,8 @@ log = logging.getLogger(__name__)
 
 MAX_DELIVERIES = 2  # batches whose uploads may overlap the next pipeline call
 FETCH_TIMEOUT_MS = 200
-DRAIN_DELIVERIES_S = 15.0  # at drain, deliveries still running after this are left to Kafka
+DRAIN_DELIVERIES_S = 60.0  # at drain, deliveries still running after this are left to Kafka
+DRAIN_OUTAGE_S = 3.0  # ... and after this while a dependency they need is down
 
 
 def enqueue(scheduler: TierScheduler[Work], work: Work) -> Entry[Work]:
@@ -215,14 +216,27 @@ class Dispatcher:
         self.scheduler.drain_all()
         if self.gpu_task is not None:
             await self.gpu_task
-        if self.deliveries:
-            _, late = await asyncio.wait(set(self.deliveries), timeout=DRAIN_DELIVERIES_S)
-            for task in late:
-                task.cancel()
-            if late:
+        await self._finish_deliveries()
+        await self.stages.batches.parking.close()  # parked copies stay in Kafka (leases.py)
+
+    async def _finish_deliveries(self) -> None:
+        """Let deliveries finish; give up those stuck on an outage (a publish in flight can
+        take the producer's request timeout) so that the exit stays within the grace period."""
+        t0 = time.monotonic()
+        down_since: float | None = None
+        while self.deliveries:
+            await asyncio.wait(set(self.deliveries), timeout=0.2)
+            now = time.monotonic()
+            down_since = (down_since or now) if self.outages.down else None
+            if now - t0 > DRAIN_DELIVERIES_S or (
+                    down_since is not None and now - down_since > DRAIN_OUTAGE_S):
+                late = set(self.deliveries)
                 log.warning("deliveries still running at drain: left to Kafka",
-                            extra=fields(batches=len(late)))
+                            extra=fields(batches=len(late), down=sorted(self.outages.down)))
+                for task in late:
+                    task.cancel()
                 await asyncio.gather(*late, return_exceptions=True)
+                return
 
     async def abort(self) -> None:
         """Stop without finishing anything; what is not acknowledged goes back to Kafka."""
@@ -232,6 +246,7 @@ class Dispatcher:
         for t in [*tasks, *self.deliveries]:
             t.cancel()
         await asyncio.gather(*tasks, *self.deliveries, return_exceptions=True)
+        await self.stages.batches.parking.close()
 
     # --- reporting ---------------------------------------------------------------------------
 

@@ -90,21 +90,25 @@ class TestCrashAndDrain:
                 assert sum(client.duplicates.values()) == 0
             assert await pool.wait_lag_zero() == 0
 
-    async def test_post_drain_stops_serving_but_keeps_the_process(
+    async def test_post_drain_stops_serving_finishes_the_batch_and_exits_0(
         self, stack: Any, package_tmp: Path
     ) -> None:
+        # Issue 17: a drained worker exits (it used to idle NotReady until a signal). A batch in
+        # hand (2 s in the pipeline) keeps it draining long enough to watch its probes.
         async with pool_of(stack, package_tmp, "drain") as pool:
-            worker = await pool.spawn()
-            status, body = await asyncio.to_thread(worker.post, "/drain")
-            assert status == 202 and json.loads(body)["draining"]
-            deadline = time.monotonic() + 30
-            while not json.loads((await asyncio.to_thread(worker.get, "/drain"))[1])["drained"]:
-                assert time.monotonic() < deadline, worker.tail()
-                await asyncio.sleep(0.2)
-            assert (await asyncio.to_thread(worker.get, "/readyz"))[0] == 503
-            assert (await asyncio.to_thread(worker.get, "/healthz"))[0] == 200
-            assert (await asyncio.to_thread(worker.get, "/livez"))[0] == 200
-            assert worker.proc.poll() is None
-            worker.proc.send_signal(signal.SIGTERM)
-            assert await asyncio.to_thread(worker.proc.wait, 30) == 0
+            worker = await pool.spawn(faults="delay_generate=2")
+            async with pool.client() as client:
+                [rid] = await client.submit([request("a paper lantern", seed=41)])
+                await wait_running(client, [rid], within=30)
+                status, body = await asyncio.to_thread(worker.post, "/drain")
+                assert status == 202 and json.loads(body)["draining"]
+                assert (await asyncio.to_thread(worker.get, "/readyz"))[0] == 503
+                assert (await asyncio.to_thread(worker.get, "/healthz"))[0] == 200
+                assert (await asyncio.to_thread(worker.get, "/livez"))[0] == 200
+                # No signal: the drained worker leaves on its own, cleanly.
+                assert await asyncio.to_thread(worker.proc.wait, 60) == 0, worker.tail()
+                assert any(rec.get("msg") == "drained" for rec in worker.log_lines())
+                results = await client.wait([rid], within=30)
+            assert results[rid].status == "succeeded"  # the batch in hand was published
+            assert await pool.wait_lag_zero() == 0
 

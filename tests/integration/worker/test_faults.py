@@ -52,7 +52,7 @@ class TestPoison:
                          key=st.rid("x").encode())
         unencodable = GenerationResult(request_id="\ud800", status="succeeded", tier="fast")
         await st.stages.answers.answer(ref, unencodable)
-        [letter] = [x for x in st.publisher.letters if x.source == ref.source]
+        [letter] = [x for x in st.publisher.letters if st.rid("x") in x.request]
         assert letter.request_id == f"unanswerable:{ref.source}"
         assert letter.error.code == "unanswerable"
         assert json.loads(letter.request)["request_id"] == st.rid("x")

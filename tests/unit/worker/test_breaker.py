@@ -3,6 +3,7 @@ for `retry_after`, then one call tries again; success closes it."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -41,3 +42,27 @@ async def test_an_error_of_one_call_does_not_open_it(clock: Any) -> None:
     with pytest.raises(UnicodeEncodeError):
         await breaker.call(bad_key)
     assert not breaker.open and breaker.available()
+
+
+async def test_after_the_pause_one_call_probes_while_the_others_fail_fast(clock: Any) -> None:
+    breaker = Breaker("job records", retry_after=5, clock=clock)
+    gate = asyncio.Event()
+
+    async def down() -> None:
+        raise TimeoutError("frozen")
+
+    async def slow() -> str:
+        await gate.wait()
+        raise TimeoutError("still frozen")
+
+    with pytest.raises(TimeoutError):
+        await breaker.call(down)
+    clock.advance(5)
+    probe = asyncio.create_task(breaker.call(slow))
+    await asyncio.sleep(0)
+    with pytest.raises(Unavailable):
+        await breaker.call(down)  # the probe is out: nobody else waits on a frozen Redis
+    gate.set()
+    with pytest.raises(TimeoutError):
+        await probe
+    assert breaker.open and not breaker.available()
