@@ -1,15 +1,21 @@
-"""The shapes dataset, the pixel reader and the builtin registry (no training, no model).
+"""builtin://shapes-sdxl's parts on the CPU, with no server: the dataset, the pixel reader,
+the registry, and a two-step training run (the real recipe takes minutes; the end-to-end test
+and bench/shapes_model.py use the real model).
 
 What it fakes: nothing; pictures are drawn by the dataset's own renderer or by hand with numpy.
 What it asserts: the reader names background, foreground and shape on synthetic pictures
-(including noisy, off-palette and speckled ones), refuses to name what is far from every palette
-colour, the tokenizer gives every dataset word one token, the dataset is deterministic per seed,
-and an untrained builtin://shapes-sdxl fails with the command that trains it.
+(including noisy, off-palette and speckled ones) and refuses to name what is far from every
+palette colour, so the random tiny-sdxl's output fails the check; the tokenizer gives every
+dataset word one token; the dataset is deterministic per seed; an untrained
+builtin://shapes-sdxl fails with the command that trains it; a trained one is cached by code
+version and loads through the worker's ordinary path.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +27,7 @@ from imagegen_worker.pipelines import (
     builtin,
     shapes_data,
     shapes_measure,
+    shapes_train,
     sources,
     tokenizer,
 )
@@ -182,3 +189,28 @@ def test_trained_shapes_model_resolves_to_its_folder(tmp_path: Path,
     weights = sources.resolve("builtin://shapes-sdxl")
     assert weights.path == folder
     assert weights.revision == f"builtin:shapes-sdxl:{builtin.shapes_version()}"
+
+
+def test_training_is_cached_by_version_and_loads_like_any_model(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A two-step recipe (the real one takes minutes): ensure() trains once, saves a diffusers
+    folder with its training record, and the worker loads builtin://shapes-sdxl from it."""
+    monkeypatch.setenv("IMAGEGEN_CACHE", str(tmp_path))
+    quick = replace(shapes_train.RECIPE, vae_steps=2, vae_batch=2, latent_scenes=16,
+                    unet_steps=2, unet_batch=4)
+    lines: list[str] = []
+    folder = shapes_train.ensure(recipe=quick, log=lines.append)
+    assert folder == builtin.shapes_dir() and (folder / "model_index.json").is_file()
+    record = json.loads((folder / shapes_train.TRAINING_RECORD).read_text())
+    assert record["recipe"]["unet_steps"] == 2 and record["wall_seconds"] > 0
+    assert shapes_train.ensure(recipe=quick, log=lines.append) == folder
+    assert sum(line.startswith("training builtin://shapes-sdxl") for line in lines) == 1
+    assert shapes_train.main(["--check"]) == 0
+
+    runner = ModelRunner.load("shapes", ImageModelSpec(source="builtin://shapes-sdxl"))
+    assert runner.revision == f"builtin:shapes-sdxl:{builtin.shapes_version()}"
+    vae = runner.pipeline.vae.config
+    assert vae.scaling_factor == 1.0 and len(vae.latents_mean) == len(vae.latents_std) == 4
+    job = ImageJob(prompt="a red circle on a blue background", negative_prompt="", width=64,
+                   height=64, steps=2, guidance=5.0, sampler="euler", seed=1)
+    assert runner.generate([job])[0].size == (64, 64)

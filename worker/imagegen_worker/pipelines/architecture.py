@@ -115,17 +115,28 @@ TINY = SdxlArchitecture(
     },
 )
 
-# builtin://shapes-sdxl: TINY trained on coloured shapes (shapes_train). One change: the VAE's
-# group norms span 4+ channels. With TINY's 8 groups over 8 channels, the decoder's last norm is
-# an instance norm that erases each picture's flat colours, which are all these pictures are.
+# builtin://shapes-sdxl: TINY trained on coloured shapes (shapes_train), with one change: its
+# VAE is an AutoencoderTiny (SHAPES_VAE, the design of taesdxl, SDXL's drop-in tiny VAE: 8x
+# downsampling, 4 latent channels). AutoencoderKL's group norms make flat colours, which are all
+# these pictures are, nearly unlearnable at this size: normalising a flat picture's features
+# erases its colour, and it took thousands of steps to fit even seven plain colours.
 SHAPES = SdxlArchitecture(
     name="shapes-sdxl",
     revision="builtin:shapes-sdxl",  # the served revision adds the training code's version
     unet=dict(TINY.unet),
-    vae={**TINY.vae, "norm_num_groups": 2},
+    vae=dict(TINY.vae),  # replaced by SHAPES_VAE before training
     text_encoder=dict(TINY.text_encoder),
     text_encoder_2=dict(TINY.text_encoder_2),
 )
+SHAPES_VAE: dict[str, Any] = {
+    "encoder_block_out_channels": (16, 16, 16, 16),
+    "decoder_block_out_channels": (16, 16, 16, 16),
+    "num_encoder_blocks": (1, 1, 1, 1),
+    "num_decoder_blocks": (1, 1, 1, 1),
+    "latent_channels": 4,
+    # The SDXL pipeline reads the VAE's factor from this key (AutoencoderKL's); kept in config.
+    "block_out_channels": (16, 16, 16, 16),
+}
 
 # stabilityai/stable-diffusion-xl-base-1.0, from its published config files.
 SDXL_BASE = SdxlArchitecture(

@@ -9,8 +9,9 @@ a hash of this code, so a change to the recipe trains a new model and never serv
 The recipe (a few minutes on an idle 2-core machine; docs/benchmarks.md has the figures):
 1. Build the tiny SDXL pipeline (architecture.SHAPES, the builtin seed): text encoders stay as
    built, fixed and random; distinct words already give distinct embeddings to condition on.
-2. Train the VAE as an autoencoder on random scenes (L1 + MSE, a tiny KL term, a little noise
-   on the latents so the decoder also draws near-misses), then record the
+2. Replace the VAE with an AutoencoderTiny (architecture.SHAPES_VAE: taesdxl's design, 8x, 4
+   latent channels, no group norms: those cannot learn flat colours, which is all these
+   pictures are), train it as an autoencoder (L1 + MSE), then record the
    latents' per-channel mean and std in its config (`latents_mean`/`latents_std`, scaling 1.0):
    the SDXL pipeline un-normalises with them, so the UNet sees unit-variance latents.
 3. Encode a fixed set of scenes once, then train the UNet to predict noise (epsilon, SDXL's
@@ -41,7 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import DDPMScheduler
+from diffusers import AutoencoderTiny, DDPMScheduler
 
 from . import architecture, builtin, shapes_data
 from .runner import BUILTIN_SEED
@@ -59,10 +60,7 @@ class Recipe:
     threads: int = 1  # same weights whatever the core count; 2 threads crawl on a busy machine
     vae_steps: int = 800
     vae_batch: int = 8
-    vae_lr: float = 2e-3
-    vae_crop: int = 64  # whole pictures: group norms see the statistics they see when serving
-    vae_latent_noise: float = 0.1
-    kl_weight: float = 1e-6
+    vae_lr: float = 1e-3
     latent_scenes: int = 4096
     unet_steps: int = 2500
     unet_batch: int = 32
@@ -121,6 +119,7 @@ def train(recipe: Recipe = RECIPE, *, log: Log = print) -> Any:
             torch.manual_seed(recipe.seed)
             rng = np.random.default_rng(recipe.seed)
             pipe = architecture.build_sdxl_pipeline(architecture.SHAPES, seed=recipe.seed)
+            pipe.register_modules(vae=_tiny_vae())
             train_vae(pipe.vae, rng, recipe, log=log)
             log(f"vae trained in {time.monotonic() - started:.0f}s")
             train_unet(pipe, rng, recipe, log=log)
@@ -130,22 +129,24 @@ def train(recipe: Recipe = RECIPE, *, log: Log = print) -> Any:
     return pipe
 
 
+def _tiny_vae() -> Any:
+    """SHAPES_VAE as an AutoencoderTiny; the pipeline's key for the VAE factor goes in config."""
+    config = dict(architecture.SHAPES_VAE)
+    factor_key = config.pop("block_out_channels")
+    vae = AutoencoderTiny(**config)
+    vae.register_to_config(block_out_channels=factor_key)
+    return vae
+
+
 def train_vae(vae: Any, rng: np.random.Generator, recipe: Recipe, *, log: Log) -> None:
-    """Autoencoder training, then the latent statistics written into the VAE's config."""
+    """Autoencoder training (L1 + MSE), then the latents' statistics written into its config."""
     vae.train().requires_grad_(True)
     opt = torch.optim.AdamW(vae.parameters(), lr=recipe.vae_lr, weight_decay=0.0)
     schedule = _cosine(opt, recipe.vae_steps, warmup=20)
     for step in range(recipe.vae_steps):
-        pixels = _crops(shapes_data.batch(rng, recipe.vae_batch)[0], recipe.vae_crop, rng)
-        posterior = vae.encode(pixels).latent_dist
-        latents = posterior.mode()
-        # A little noise on the latents: the decoder must also draw what the UNet generates,
-        # which is never exactly an encoder's output.
-        scale = recipe.vae_latent_noise * latents.detach().std()
-        noisy = latents + scale * torch.randn_like(latents)
-        recon = vae.decode(noisy).sample
-        loss = (F.l1_loss(recon, pixels) + F.mse_loss(recon, pixels)
-                + recipe.kl_weight * posterior.kl().mean())
+        pixels = torch.from_numpy(shapes_data.batch(rng, recipe.vae_batch)[0])
+        recon = vae.decode(vae.encode(pixels).latents).sample
+        loss = F.l1_loss(recon, pixels) + F.mse_loss(recon, pixels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -161,16 +162,6 @@ def train_vae(vae: Any, rng: np.random.Generator, recipe: Recipe, *, log: Log) -
                            scaling_factor=1.0)
 
 
-def _crops(pixels: np.ndarray, size: int, rng: np.random.Generator) -> torch.Tensor:
-    """A random `size` square of each picture (the VAE is convolutional: a quarter of the cost)."""
-    full = pixels.shape[-1]
-    out = []
-    for image in pixels:
-        y, x = (int(v) for v in rng.integers(0, full - size + 1, size=2))
-        out.append(image[:, y:y + size, x:x + size])
-    return torch.from_numpy(np.stack(out))
-
-
 @torch.no_grad()
 def _vae_readback(vae: Any, rng: np.random.Generator, n: int = 64) -> float:
     """Fraction of reconstructed scenes whose colours and shape shapes_measure reads right."""
@@ -179,7 +170,7 @@ def _vae_readback(vae: Any, rng: np.random.Generator, n: int = 64) -> float:
     from . import shapes_measure
 
     pixels, scenes = shapes_data.batch(rng, n)
-    recon = vae.decode(vae.encode(torch.from_numpy(pixels)).latent_dist.mode()).sample
+    recon = vae.decode(vae.encode(torch.from_numpy(pixels)).latents).sample
     images = ((recon.permute(0, 2, 3, 1).numpy() + 1) * 127.5).clip(0, 255).astype(np.uint8)
     right = sum(shapes_measure.read(Image.fromarray(img)).matches(
         color=s.color, background=s.background, shape=s.shape)
@@ -194,7 +185,7 @@ def _encode(vae: Any, rng: np.random.Generator, n: int,
     out = []
     for start in range(0, n, 64):
         pixels, drawn = shapes_data.batch(rng, min(64, n - start))
-        out.append(vae.encode(torch.from_numpy(pixels)).latent_dist.mode())
+        out.append(vae.encode(torch.from_numpy(pixels)).latents)
         if scenes is not None:
             scenes.extend(drawn)
     return torch.cat(out)
