@@ -14,7 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 ORDER = ("kill-9", "churn", "scale-down-2", "poison", "process-killer", "minio-stopped",
          "minio-frozen", "redis-stopped", "redis-frozen", "redis-flushall", "kafka-killed")
-COLUMNS = ("scenario", "sent", "answered", "lost", "divergent", "dup. msgs", "failed",
+COLUMNS = ("scenario", "sent", "answered", "lost", "divergent", "extra msgs", "failed",
            "restarts (kills)", "DLQ (why)", "normal req/s", "fault s", "during fault",
            "to 80 % after", "lag after")
 

@@ -53,11 +53,13 @@ class Crew:
     retired: list[Worker] = field(default_factory=list)  # killed or drained on purpose
     restarts: list[tuple[str, int | None, str]] = field(default_factory=list)
     kills: int = 0
+    initial: int = 0  # the size it started at (figures)
     drain_exits: list[int | None] = field(default_factory=list)
     _task: asyncio.Task[None] | None = None
     _reaping: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> None:
+        self.initial = self.size
         for _ in range(self.size):
             self.live.append(self.pool.start_worker(faults=self.faults))
         for worker in self.live:
@@ -302,7 +304,7 @@ async def chaos_run(name: str, pool: Pool, crew: Crew, *, fault: Fault, baseline
     window = min(10.0, baseline_s - 3)
     normal = rate(times, t0 - window, t0)
     fig = Figures(
-        scenario=name, scale=SCALE, workers=crew.size, sent=len(sent), answered=len(answered),
+        scenario=name, scale=SCALE, workers=crew.initial, sent=len(sent), answered=len(answered),
         lost=len(sent - answered), divergent=len(found.divergent(sent)),
         duplicate_messages=sum(len(found.results[r]) - 1 for r in answered),
         statuses=dict(statuses),
