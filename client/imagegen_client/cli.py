@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -44,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     s.add_argument("--tier", default="fast", help="tier, or comma-separated tiers taken in turn")
     s.add_argument("--model", default=None, help="ImageModel name (default: the pool's first)")
     s.add_argument("--seed", type=int, default=None, help="seed of the first request (N+i)")
-    s.add_argument("--size", default=None, help="WIDTHxHEIGHT, e.g. 64x64")
+    s.add_argument("--size", type=_size, default=None, help="WIDTHxHEIGHT, e.g. 64x64")
     s.add_argument("--steps", type=int, default=None)
     s.add_argument("--guidance", type=_guidance, default=None,
                    help="classifier-free guidance, {:g}..{:g}".format(*GUIDANCE_RANGE))
@@ -71,6 +72,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ns.command == "status":
         return asyncio.run(_status(ns))
     return asyncio.run(_submit(ns))
+
+
+def _size(text: str) -> str:
+    """--size as WIDTHxHEIGHT (or one number for a square); limits are the model's, checked by
+    the worker."""
+    if not re.fullmatch(r"[1-9][0-9]*(x[1-9][0-9]*)?", text.lower()):
+        raise argparse.ArgumentTypeError(f"size {text!r} is not WIDTHxHEIGHT, e.g. 64x64")
+    return text
 
 
 def _guidance(text: str) -> float:

@@ -86,7 +86,8 @@ def test_choices_and_limits_come_from_the_contract(capsys: pytest.CaptureFixture
     assert tuple(schema["sampler"]["enum"]) == SAMPLERS
     for bad, needle in ((["--sampler", "nope"], "invalid choice"),
                         (["--format", "gif"], "invalid choice"),
-                        (["--guidance", "50.5"], "guidance 50.5 is outside [0, 50]")):
+                        (["--guidance", "50.5"], "guidance 50.5 is outside [0, 50]"),
+                        (["--size", "64by64"], "size '64by64' is not WIDTHxHEIGHT")):
         with pytest.raises(SystemExit) as exit_info:
             cli.main(["submit", "--pool", "p", *bad, "a fox"])
         assert exit_info.value.code == 2
