@@ -1,4 +1,5 @@
-"""Small asyncio helpers shared by the worker's loops and the client.
+"""Small asyncio helpers of the worker's loops (the client, which may not import the worker,
+keeps its own few-line copy of `wait_event`).
 
 `wait_event` uses asyncio.timeout rather than asyncio.wait_for: on Python 3.11, wait_for can
 swallow a cancellation that arrives while the awaited event is being set, leaving the task
