@@ -25,22 +25,12 @@ from .logs import fields
 from .metrics import WorkerMetrics
 from .outage import KAFKA, Abandoned, Outages, kafka_transient
 from .respond import Responder
+from .validate import bounded_request
 from .work import MessageRef
 
 log = logging.getLogger(__name__)
 
-MAX_DEAD_LETTER_REQUEST_BYTES = 64 * 1024  # a dead letter embeds at most this much of a request
-
 Ack = Callable[[MessageRef], None]
-
-
-def bounded_request(value: bytes | None, limit: int = MAX_DEAD_LETTER_REQUEST_BYTES) -> str:
-    """The message value as text for a dead letter, cut to `limit` bytes (marked when cut)."""
-    raw = value or b""
-    text = raw[:limit].decode("utf-8", errors="replace")
-    if len(raw) > limit:
-        text += f"…[{len(raw) - limit} more bytes cut]"
-    return text
 
 
 class Answers:

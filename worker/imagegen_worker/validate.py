@@ -34,6 +34,7 @@ MAX_REQUEST_BYTES = 1024 * 1024  # a whole message value; Kafka's default max.me
 PROMPT_BYTES_PER_TOKEN = 16  # generous: no tokenizer's token spans more bytes than this
 MAX_ERROR_MESSAGE = 500  # characters of a rejection's message
 _REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
+MAX_DEAD_LETTER_REQUEST_BYTES = 64 * 1024  # a dead letter embeds at most this much of a request
 
 # (model name, text) → number of tokens the model's tokenizer produces.
 TokenCounter = Callable[[str, str], int]
@@ -301,3 +302,12 @@ def describe(outcomes: Iterable[Outcome]) -> dict[str, int]:
         name = "accepted" if isinstance(o, ValidRequest) else o.status
         counts[name] = counts.get(name, 0) + 1
     return counts
+
+
+def bounded_request(value: bytes | None, limit: int = MAX_DEAD_LETTER_REQUEST_BYTES) -> str:
+    """A message value as text for a dead letter, cut to `limit` bytes (marked when cut)."""
+    raw = value or b""
+    text = raw[:limit].decode("utf-8", errors="replace")
+    if len(raw) > limit:
+        text += f"…[{len(raw) - limit} more bytes cut]"
+    return text

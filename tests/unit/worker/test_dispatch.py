@@ -7,10 +7,10 @@ import json
 from typing import Any
 
 from imagegen_worker import validate
-from imagegen_worker.delivery import MAX_DEAD_LETTER_REQUEST_BYTES, bounded_request
 from imagegen_worker.dispatch import enqueue
 from imagegen_worker.jobs import compat_key
 from imagegen_worker.scheduler import TierScheduler
+from imagegen_worker.validate import MAX_DEAD_LETTER_REQUEST_BYTES, bounded_request
 from imagegen_worker.work import MessageRef, Work
 
 
