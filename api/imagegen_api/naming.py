@@ -41,6 +41,15 @@ def dlq_topic(namespace: str, pool: str) -> str:
     return f"{_prefix(namespace, pool)}.dlq"
 
 
+# Size contract of a request message (its JSON value): workers refuse a longer one by byte length
+# before parsing (a `rejected` result); producers (the `imagegen` client, gateways) set their
+# max request size to MAX_MESSAGE_BYTES, and the operator sets each tier topic's
+# `max.message.bytes` to the same, so what a producer accepts the broker accepts too. The headroom
+# over MAX_REQUEST_BYTES covers the key, headers and record-batch overhead.
+MAX_REQUEST_BYTES = 1024 * 1024
+MAX_MESSAGE_BYTES = MAX_REQUEST_BYTES + 64 * 1024
+
+
 def consumer_group(namespace: str, pool: str) -> str:
     """The one consumer group all workers of a pool (warm and cold) share."""
     return _prefix(namespace, pool)

@@ -285,9 +285,33 @@ def _one_source(field: str) -> JsonDict:
     )
 
 
+# Transition rules (oldSelf, checked on update only): a tier's topic or the Kafka cluster moving
+# would strand the old topic's backlog, neither consumed nor counted. Adding tiers stays allowed.
+_NEW_POOL = "create a new GenerationPool and let this one drain, then delete it"
+_DEFAULT_TIER_NAMES = "[" + ", ".join(f"'{t.name}'" for t in DEFAULT_TIER_SPECS) + "]"
+QUEUE_TRANSITION_RULES: tuple[JsonDict, ...] = (
+    # An absent list means the default tiers (defaulted by the operator, not the API server).
+    cel(f"(has(oldSelf.tiers) ? oldSelf.tiers.map(t, t.name) : {_DEFAULT_TIER_NAMES})"
+        f".all(n, (has(self.tiers) ? self.tiers.map(t, t.name) : {_DEFAULT_TIER_NAMES})"
+        ".exists(m, m == n))",
+        "queue.tiers: a tier cannot be removed or renamed (its topic's backlog would be "
+        f"stranded); add tiers alongside, or {_NEW_POOL}"),
+    cel("has(self.bootstrapServers) == has(oldSelf.bootstrapServers) && "
+        "(!has(self.bootstrapServers) || self.bootstrapServers == oldSelf.bootstrapServers)",
+        "queue.bootstrapServers cannot change (the backlog on the old Kafka cluster would be "
+        f"stranded); {_NEW_POOL}"),
+    cel("has(self.bootstrapServersFrom) == has(oldSelf.bootstrapServersFrom) && "
+        "(!has(self.bootstrapServersFrom) || "
+        "self.bootstrapServersFrom == oldSelf.bootstrapServersFrom)",
+        "queue.bootstrapServersFrom cannot change (the backlog on the old Kafka cluster would "
+        f"be stranded); {_NEW_POOL}"),
+)
+
+
 class QueueSpec(KubeModel):
     model_config = KubeModel.model_config | ConfigDict(
-        json_schema_extra={"x-kubernetes-validations": [_one_source("bootstrapServers")]}
+        json_schema_extra={"x-kubernetes-validations": [_one_source("bootstrapServers"),
+                                                        *QUEUE_TRANSITION_RULES]}
     )
     bootstrap_servers: str | None = Field(
         None, max_length=1024,

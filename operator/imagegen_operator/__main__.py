@@ -1,14 +1,18 @@
-"""`python -m imagegen_operator` (or `imagegen-operator`): run the operator (wraps `kopf run`).
+"""`python -m imagegen_operator` (or `imagegen-operator`): run the operator (Kopf inside).
 
-Settings come from the environment; see config.py and the README's configuration section.
+    imagegen-operator                         acquire the leader-election Lease, then act
+    imagegen-operator --no-leader-election    act at once, no Lease: run ONE replica only (dev)
+
+Settings come from the environment; see config.py and docs/operations.md.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
-from .config import OperatorConfig
+from .config import ENV_STANDALONE, OperatorConfig
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,8 +20,16 @@ def main(argv: list[str] | None = None) -> int:
     if args and args[0] in ("-h", "--help"):
         print(__doc__)
         return 0
+    unknown = [a for a in args if a != "--no-leader-election"]
+    if unknown:
+        print(f"imagegen-operator: unknown argument {unknown[0]!r} (see --help)",
+              file=sys.stderr)
+        return 2
+    env = dict(os.environ)
+    if "--no-leader-election" in args:
+        env[ENV_STANDALONE] = "1"
     try:
-        config = OperatorConfig.from_env()
+        config = OperatorConfig.from_env(env)
     except ValueError as err:
         print(f"imagegen-operator: {err}", file=sys.stderr)
         return 2

@@ -39,6 +39,7 @@ _RESOURCES: dict[tuple[str, str], str] = {
     ("apps/v1", "Deployment"): "deployments",
     ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
     ("batch/v1", "Job"): "jobs",
+    ("coordination.k8s.io/v1", "Lease"): "leases",  # leader election (leader.py)
     (naming.API_VERSION, naming.IMAGEMODEL_KIND): naming.IMAGEMODEL_PLURAL,
     (naming.API_VERSION, naming.GENERATIONPOOL_KIND): naming.GENERATIONPOOL_PLURAL,
 }
@@ -136,6 +137,28 @@ class Kube:
         )
         if result is None:
             raise KubeError(what, 404, "namespace or resource type missing")
+        return result
+
+    async def create(self, obj: Obj) -> Obj:
+        """POST one object; KubeError 409 when it already exists."""
+        meta = obj["metadata"]
+        what = f"create {obj['kind']} {meta['namespace']}/{meta['name']}"
+        result = await self._call(what, "POST",
+                                  _path(obj["apiVersion"], obj["kind"], meta["namespace"]),
+                                  body=obj)
+        if result is None:
+            raise KubeError(what, 404, "namespace or resource type missing")
+        return result
+
+    async def replace(self, obj: Obj) -> Obj:
+        """PUT one object; with metadata.resourceVersion set, KubeError 409 when the stored
+        object changed since it was read (optimistic concurrency)."""
+        meta = obj["metadata"]
+        what = f"replace {obj['kind']} {meta['namespace']}/{meta['name']}"
+        result = await self._call(what, "PUT", _path(obj["apiVersion"], obj["kind"],
+                                                     meta["namespace"], meta["name"]), body=obj)
+        if result is None:
+            raise KubeError(what, 404, f"{obj['kind']} not found")
         return result
 
     async def get(self, api_version: str, kind: str, namespace: str, name: str) -> Obj | None:

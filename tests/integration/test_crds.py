@@ -108,3 +108,84 @@ def test_minimal_manifests_accepted_with_defaults(kubectl: Kubectl, crds: None,
     got = kubectl("get", "gp", name, "-n", k8s_namespace,
                   "-o", "jsonpath={.spec.warm.minReplicas}/{.spec.autoscaling.pollSeconds}").stdout
     assert got == "1/5"  # defaults applied by the API server from the schema
+
+
+# --- spec edits that would strand a backlog (transition rules with oldSelf) -------------------
+
+POOL_QUEUE = """models: [m]
+queue:
+  {source}
+  tiers:
+{tiers}"""
+
+
+def pool_with(tiers: list[str], source: str = "bootstrapServers: kafka-a:9092") -> str:
+    return POOL_QUEUE.format(source=source,
+                             tiers="\n".join(f"  - {{name: {t}, weight: 1}}" for t in tiers))
+
+
+REFUSED_EDITS = [
+    ("tier removed", pool_with(["gold", "free"]), pool_with(["gold"]),
+     ["a tier cannot be removed or renamed", "create a new GenerationPool"]),
+    ("tier renamed", pool_with(["gold", "free"]), pool_with(["gold", "basic"]),
+     ["a tier cannot be removed or renamed"]),
+    ("default tiers replaced", "models: [m]\nqueue: {partitions: 1}",
+     pool_with(["gold"], "partitions: 1"), ["a tier cannot be removed or renamed"]),
+    ("bootstrap servers changed", pool_with(["gold"]),
+     pool_with(["gold"], "bootstrapServers: kafka-b:9092"),
+     ["queue.bootstrapServers cannot change", "let this one drain"]),
+    ("bootstrap servers dropped for the default", pool_with(["gold"]),
+     pool_with(["gold"], "partitions: 6"), ["queue.bootstrapServers cannot change"]),
+    ("bootstrap servers moved to a Secret", pool_with(["gold"]),
+     pool_with(["gold"], "bootstrapServersFrom: {secretKeyRef: {name: k, key: url}}"),
+     ["queue.bootstrapServers cannot change", "queue.bootstrapServersFrom cannot change"]),
+    ("bootstrap Secret changed",
+     pool_with(["gold"], "bootstrapServersFrom: {secretKeyRef: {name: k, key: url}}"),
+     pool_with(["gold"], "bootstrapServersFrom: {secretKeyRef: {name: k2, key: url}}"),
+     ["queue.bootstrapServersFrom cannot change"]),
+]
+
+
+@pytest.mark.parametrize(("what", "before", "after", "expected"), REFUSED_EDITS,
+                         ids=[e[0].replace(" ", "-") for e in REFUSED_EDITS])
+def test_edit_that_strands_a_backlog_refused(kubectl: Kubectl, crds: None, k8s_namespace: str,
+                                             what: str, before: str, after: str,
+                                             expected: list[str]) -> None:
+    name = unique("p")
+    kubectl("apply", "-n", k8s_namespace, "-f", "-",
+            input=POOL.format(name=name, spec=indent(before)))
+    proc = kubectl("apply", "-n", k8s_namespace, "-f", "-", check=False,
+                   input=POOL.format(name=name, spec=indent(after)))
+    assert proc.returncode != 0, f"{what}: the API server accepted it"
+    for fragment in expected:
+        assert fragment in proc.stderr, f"{what}: {fragment!r} not in: {proc.stderr}"
+
+
+def test_adding_a_tier_and_other_queue_edits_are_allowed(kubectl: Kubectl, crds: None,
+                                                         k8s_namespace: str) -> None:
+    name = unique("p")
+    kubectl("apply", "-n", k8s_namespace, "-f", "-",
+            input=POOL.format(name=name, spec=indent(pool_with(["gold"]))))
+    grown = pool_with(["gold", "free"]).replace("queue:\n", "queue:\n  partitions: 12\n")
+    kubectl("apply", "-n", k8s_namespace, "-f", "-",
+            input=POOL.format(name=name, spec=indent(grown)))
+    got = kubectl("get", "gp", name, "-n", k8s_namespace, "-o",
+                  "jsonpath={.spec.queue.tiers[*].name}/{.spec.queue.partitions}").stdout
+    assert got == "gold free/12"
+
+
+def test_pool_with_default_tiers_can_grow_tiers_and_take_status(kubectl: Kubectl, crds: None,
+                                                                k8s_namespace: str) -> None:
+    """No spec.queue.tiers means the default tiers: the rule reads them so, and a status write
+    (the operator's, which re-validates the object) is not refused."""
+    name = unique("p")
+    kubectl("apply", "-n", k8s_namespace, "-f", "-",
+            input=POOL.format(name=name, spec=indent("models: [m]\nqueue: {partitions: 1}")))
+    kubectl("patch", "gp", name, "-n", k8s_namespace, "--subresource=status", "--type=merge",
+            "-p", '{"status": {"observedGeneration": 1}}')
+    grown = pool_with(["turbo", "fast", "relax", "bulk"], "partitions: 1")
+    kubectl("apply", "-n", k8s_namespace, "-f", "-",
+            input=POOL.format(name=name, spec=indent(grown)))
+    got = kubectl("get", "gp", name, "-n", k8s_namespace, "-o",
+                  "jsonpath={.spec.queue.tiers[*].name}/{.status.observedGeneration}").stdout
+    assert got == "turbo fast relax bulk/1"

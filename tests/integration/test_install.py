@@ -23,7 +23,7 @@ CHART = ROOT / "charts" / "imagegen-operator"
 INSTALL = ROOT / "manifests" / "install"
 RELEASE = "imagegen-operator"
 INSTALL_NAMESPACE = "imagegen-system"
-PEERING_KINDS = {"ClusterKopfPeering", "KopfPeering"}
+LEADER_ROLE = f"{RELEASE}-leader-election"
 
 
 def helm(stack: StackEnv, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -56,21 +56,11 @@ def key(doc: dict[str, Any]) -> tuple[str, str, str]:
     return doc["kind"], meta.get("namespace", ""), meta["name"]
 
 
-def peering_crds_installed(kubectl: Kubectl) -> bool:
-    return kubectl("get", "crd", "clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev",
-                   check=False).returncode == 0
-
-
 def dry_run_apply(kubectl: Kubectl, docs: list[dict[str, Any]]) -> str:
-    """Server-side dry-run of every object. Objects of the kopf.dev peering CRDs are only
-    sent when those CRDs exist on the server: in a dry run the CRDs in the same stream are not
-    created, so the API server cannot know their kinds yet (Helm creates them as a hook, after
-    the CRDs; see templates/peering.yaml)."""
-    known = peering_crds_installed(kubectl)
-    send = [d for d in docs if known or d["kind"] not in PEERING_KINDS]
+    """Server-side dry-run of every object."""
     out = kubectl("apply", "--dry-run=server", "-f", "-",
-                  input=yaml.safe_dump_all(send, sort_keys=False)).stdout
-    for doc in send:
+                  input=yaml.safe_dump_all(docs, sort_keys=False)).stdout
+    for doc in docs:
         kind, _, name = key(doc)
         assert kind.lower() in out.lower() and name in out, f"{kind}/{name} not applied:\n{out}"
     return out
@@ -78,8 +68,11 @@ def dry_run_apply(kubectl: Kubectl, docs: list[dict[str, Any]]) -> str:
 
 def test_helm_lint_is_clean(stack: StackEnv) -> None:
     options = ["--set", "watchNamespaces={a,b}", "--set", "workerServiceAccount.create=true",
-               "--set", "kafka.existingSecret=kafka", "--set", "s3.credentialsSecret=s3"]
-    for extra in ([], options):
+               "--set", "kafka.existingSecret=kafka", "--set", "s3.credentialsSecret=s3",
+               "--set", "networkPolicy.enabled=true", "--set", "redis.workerSecret=redis",
+               "--set", "worker.allowedImages={registry.internal/imagegen/}"]
+    standalone = ["--set", "leaderElection.enabled=false", "--set", "replicas=1"]
+    for extra in ([], options, standalone):
         out = helm(stack, "lint", "--strict", str(CHART), *extra).stdout
         assert "[ERROR]" not in out and "[WARNING]" not in out, out
         assert "0 chart(s) failed" in out, out
@@ -90,21 +83,39 @@ def test_chart_defaults_render_the_expected_objects(stack: StackEnv) -> None:
     kinds = {(k, n) for k, _, n in map(key, docs)}
     for expected in [("ServiceAccount", RELEASE), ("ClusterRole", RELEASE),
                      ("ClusterRoleBinding", RELEASE), ("Deployment", RELEASE),
-                     ("Service", f"{RELEASE}-metrics"), ("ClusterKopfPeering", RELEASE),
-                     ("CustomResourceDefinition", "clusterkopfpeerings.kopf.dev"),
-                     ("CustomResourceDefinition", "kopfpeerings.kopf.dev")]:
+                     ("Service", f"{RELEASE}-metrics"), ("Role", LEADER_ROLE),
+                     ("RoleBinding", LEADER_ROLE)]:
         assert expected in kinds, expected
     crds = {n for k, n in kinds if k == "CustomResourceDefinition"}
-    assert {"imagemodels.imagegen.dev", "generationpools.imagegen.dev"} <= crds, \
-        "the chart's crds/ (symlink to the repo's crds/) holds both CRDs"
+    assert crds == {"imagemodels.imagegen.dev", "generationpools.imagegen.dev"}, \
+        "the chart's crds/ (symlink to the repo's crds/) holds both CRDs, and no Kopf peering CRD"
     assert not any(k == "ServiceAccount" and n == "imagegen-worker" for k, n in kinds)
+    assert not any(k == "NetworkPolicy" for k, n in kinds), "NetworkPolicies are opt-in"
+    assert not any("hook" in str(d["metadata"].get("annotations")) for d in docs), "no hooks"
+    # leader election: the Lease only, in the release namespace
+    role = next(d for d in docs if d["kind"] == "Role")
+    assert role["metadata"]["namespace"] == INSTALL_NAMESPACE
+    assert role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+         "resourceNames": [RELEASE], "verbs": ["get", "update"]}]
+    cluster_role = next(d for d in docs if d["kind"] == "ClusterRole")
+    assert not any("kopf.dev" in r["apiGroups"] or "coordination.k8s.io" in r["apiGroups"]
+                   for r in cluster_role["rules"])
     deploy = next(d for d in docs if d["kind"] == "Deployment")
     pod = deploy["spec"]["template"]["spec"]
     assert deploy["spec"]["replicas"] == 2
     (container,) = pod["containers"]
     assert container["command"] == ["python", "-m", "imagegen_operator"]
     env = {e["name"]: e for e in container["env"]}
-    assert env["IMAGEGEN_OPERATOR_PEERING"]["value"] == RELEASE
+    assert env["IMAGEGEN_LEASE_NAME"]["value"] == RELEASE
+    assert (env["IMAGEGEN_LEASE_DURATION_SECONDS"]["value"],
+            env["IMAGEGEN_LEASE_RENEW_DEADLINE_SECONDS"]["value"],
+            env["IMAGEGEN_LEASE_RETRY_PERIOD_SECONDS"]["value"]) == ("15", "10", "2")
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    assert "IMAGEGEN_OPERATOR_STANDALONE" not in env and "IMAGEGEN_OPERATOR_PEERING" not in env
+    assert "IMAGEGEN_ALLOWED_IMAGES" not in env and "IMAGEGEN_REDIS_URL_SECRET" not in env
     assert "IMAGEGEN_WATCH_NAMESPACES" not in env, "cluster-wide by default"
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == {
         "health": 8080, "metrics": 9090}
@@ -117,7 +128,10 @@ def test_chart_values_wire_into_the_pod(stack: StackEnv) -> None:
                   "kafka.key=bootstrap", "redis.url=redis://r:6379/0",
                   "s3.endpoint=http://s3:9000", "s3.credentialsSecret=s3-creds",
                   "podLabels.imagegen\\.dev/local-runner=true", "workerServiceAccount.create=true",
-                  "nodeSelector.pool=system")
+                  "nodeSelector.pool=system", "redis.workerSecret=imagegen-redis",
+                  "worker.allowedImages={registry.internal/imagegen/,ghcr.io/acme}",
+                  "leaderElection.leaseName=igop", "leaderElection.leaseDurationSeconds=30",
+                  "leaderElection.renewDeadlineSeconds=20", "leaderElection.retryPeriodSeconds=4")
     deploy = next(d for d in docs if d["kind"] == "Deployment")
     pod = deploy["spec"]["template"]
     assert pod["metadata"]["labels"]["imagegen.dev/local-runner"] == "true"
@@ -132,9 +146,16 @@ def test_chart_values_wire_into_the_pod(stack: StackEnv) -> None:
     assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == "s3-creds"
     assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "s3-creds"
     assert pod["spec"]["nodeSelector"] == {"pool": "system"}
-    peerings = [d for d in docs if d["kind"] in PEERING_KINDS]
-    assert {(d["kind"], d["metadata"]["namespace"]) for d in peerings} == {
-        ("KopfPeering", "ns1"), ("KopfPeering", "ns2")}
+    # workers read the default Redis URL from a Secret in their namespace, by secretKeyRef
+    assert env["IMAGEGEN_REDIS_URL_SECRET"]["value"] == "imagegen-redis"
+    assert env["IMAGEGEN_REDIS_URL_SECRET_KEY"]["value"] == "url"
+    assert env["IMAGEGEN_ALLOWED_IMAGES"]["value"] == "registry.internal/imagegen/,ghcr.io/acme"
+    assert (env["IMAGEGEN_LEASE_NAME"]["value"], env["IMAGEGEN_LEASE_DURATION_SECONDS"]["value"],
+            env["IMAGEGEN_LEASE_RENEW_DEADLINE_SECONDS"]["value"],
+            env["IMAGEGEN_LEASE_RETRY_PERIOD_SECONDS"]["value"]) == ("igop", "30", "20", "4")
+    role = next(d for d in docs if d["kind"] == "Role")
+    assert role["metadata"]["namespace"] == "ns1"
+    assert role["rules"][1]["resourceNames"] == ["igop"]
     worker_sa = next(d for d in docs if d["kind"] == "ServiceAccount"
                      and d["metadata"]["name"] == "imagegen-worker")
     assert worker_sa["automountServiceAccountToken"] is False
@@ -144,11 +165,58 @@ def test_chart_values_wire_into_the_pod(stack: StackEnv) -> None:
 
 def test_chart_dry_run_apply(stack: StackEnv, kubectl: Kubectl, k8s_namespace: str) -> None:
     dry_run_apply(kubectl, render(stack, k8s_namespace))
-    # non-default values too: secrets, worker ServiceAccount, pod labels, namespaced peering
+    # non-default values too: secrets, worker ServiceAccount, pod labels, NetworkPolicies
     dry_run_apply(kubectl, render(stack, k8s_namespace, f"watchNamespaces={{{k8s_namespace}}}",
                                   "kafka.existingSecret=kafka", "s3.credentialsSecret=s3",
                                   "workerServiceAccount.create=true",
-                                  "podLabels.imagegen\\.dev/local-runner=true"))
+                                  "podLabels.imagegen\\.dev/local-runner=true",
+                                  "networkPolicy.enabled=true", "redis.workerSecret=redis"))
+    # one replica without leader election
+    dry_run_apply(kubectl, render(stack, k8s_namespace, "leaderElection.enabled=false",
+                                  "replicas=1"))
+
+
+def test_chart_without_leader_election_runs_one_replica(stack: StackEnv) -> None:
+    docs = render(stack, INSTALL_NAMESPACE, "leaderElection.enabled=false", "replicas=1")
+    deploy = next(d for d in docs if d["kind"] == "Deployment")
+    env = {e["name"]: e for e in deploy["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["IMAGEGEN_OPERATOR_STANDALONE"]["value"] == "1"
+    assert "IMAGEGEN_LEASE_NAME" not in env
+    assert not any(d["kind"] in ("Role", "RoleBinding") for d in docs)
+    # two replicas without a Lease would both act: refused at render time
+    proc = helm(stack, "template", RELEASE, str(CHART), "--set", "leaderElection.enabled=false",
+                check=False)
+    assert proc.returncode != 0
+    assert "leaderElection.enabled=false" in proc.stderr and "replicas must be 1" in proc.stderr
+
+
+def test_chart_network_policies(stack: StackEnv) -> None:
+    docs = render(stack, "ops", "networkPolicy.enabled=true", "watchNamespaces={ns1,ns2}",
+                  "networkPolicy.monitoringNamespace=prom")
+    policies = {(d["metadata"]["namespace"], d["metadata"]["name"]): d["spec"] for d in docs
+                if d["kind"] == "NetworkPolicy"}
+    assert set(policies) == {("ops", RELEASE), ("ns1", f"{RELEASE}-workers"),
+                             ("ns2", f"{RELEASE}-workers")}
+    prom = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "prom"}}}
+    op = policies[("ops", RELEASE)]
+    assert op["policyTypes"] == ["Ingress"]
+    assert op["ingress"] == [{"from": [prom], "ports": [{"protocol": "TCP", "port": 9090}]}]
+    workers = policies[("ns1", f"{RELEASE}-workers")]
+    assert workers["podSelector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "imagegen-worker",
+        "app.kubernetes.io/managed-by": "imagegen-operator"}
+    (rule,) = workers["ingress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": 8080}]
+    assert rule["from"][0] == prom
+    operator_peer = rule["from"][1]
+    assert operator_peer["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "ops"}
+    assert operator_peer["podSelector"]["matchLabels"]["app.kubernetes.io/instance"] == RELEASE
+    # explicit worker namespaces win over watchNamespaces
+    docs = render(stack, "ops", "networkPolicy.enabled=true", "watchNamespaces={ns1}",
+                  "networkPolicy.workerNamespaces={teams-a}")
+    assert {d["metadata"]["namespace"] for d in docs if d["kind"] == "NetworkPolicy"} == {
+        "ops", "teams-a"}
 
 
 # --- chart defaults == manifests/install -----------------------------------------------------
@@ -187,8 +255,6 @@ def container_shape(deploy: dict[str, Any]) -> dict[str, Any]:
 
 def test_kustomize_base_equals_chart_defaults(stack: StackEnv, kubectl: Kubectl) -> None:
     chart = render(stack, INSTALL_NAMESPACE, hooks=False)
-    hooks = [d for d in render(stack, INSTALL_NAMESPACE)
-             if "helm.sh/hook" in (d["metadata"].get("annotations") or {})]
     base = kustomize(kubectl)
     by_chart = {key(d): d for d in chart}
     by_base = {key(d): d for d in base}
@@ -200,9 +266,9 @@ def test_kustomize_base_equals_chart_defaults(stack: StackEnv, kubectl: Kubectl)
         assert other["apiVersion"] == doc["apiVersion"], k
         if k[0] == "CustomResourceDefinition":
             assert other["spec"] == doc["spec"], f"{k}: CRD differs from the chart's"
-        elif k[0] == "ClusterRole":
-            assert other["rules"] == doc["rules"], "ClusterRole rules differ"
-        elif k[0] == "ClusterRoleBinding":
+        elif k[0] in ("ClusterRole", "Role"):
+            assert other["rules"] == doc["rules"], f"{k[0]} rules differ"
+        elif k[0] in ("ClusterRoleBinding", "RoleBinding"):
             assert (other["roleRef"], other["subjects"]) == (doc["roleRef"], doc["subjects"])
         elif k[0] == "Deployment":
             assert container_shape(other) == container_shape(doc), "Deployment differs"
@@ -213,10 +279,7 @@ def test_kustomize_base_equals_chart_defaults(stack: StackEnv, kubectl: Kubectl)
         elif k[0] == "ServiceAccount":
             assert other.get("automountServiceAccountToken") == \
                 doc.get("automountServiceAccountToken")
-    # the chart's post-install hook (the peering object) is the base's peering/ overlay
-    peering = kustomize(kubectl, INSTALL / "peering")
-    assert {(d["kind"], d["metadata"]["name"]) for d in peering} == {
-        (d["kind"], d["metadata"]["name"]) for d in hooks}
+    assert not (INSTALL / "peering").exists(), "no Kopf peering objects any more"
 
 
 def test_kustomize_crds_are_the_repo_crds(kubectl: Kubectl) -> None:
@@ -237,8 +300,6 @@ def test_kustomize_dry_run_apply(kubectl: Kubectl) -> None:
     for doc in kustomize(kubectl):
         kind, _, name = key(doc)
         assert name in out, f"{kind}/{name} not in:\n{out}"
-    if peering_crds_installed(kubectl):
-        kubectl("apply", "--dry-run=server", "-k", str(INSTALL / "peering"))
 
 
 # --- a real install --------------------------------------------------------------------------
@@ -273,14 +334,10 @@ def test_helm_install_reconciles_example_pool(stack: StackEnv, kubectl: Kubectl)
 
     Other operators may run cluster-wide at the same time (the session's `operator` fixture is
     standalone and cluster-wide) and reconcile the same pool: the children and status alone prove
-    little, so the pool log of *this* release's pods is checked too. Runs twice in a row in one
-    session without trouble: the kopf.dev peering CRDs are kept on uninstall and the second
-    release leaves them alone (templates/peering-crd.yaml).
+    little, so the pool log of *this* release's pods is checked too.
 
-    One replica, not the chart's default two: the operator sets no Kopf peering priority, and Kopf
-    pauses *all* same-priority peers once they see each other (first keep-alive, ~50 s in), so
-    two replicas stop reconciling altogether; a short test would pass before that and prove
-    nothing about peering."""
+    The chart's default two replicas: exactly one of them (the Lease holder, with the Role's
+    rights only) handles the pool; the other's log says it is a standby."""
     started = time.monotonic()
     release = unique("igop")
     install_ns, watched_ns = release, f"{release}-pools"
@@ -291,7 +348,6 @@ def test_helm_install_reconciles_example_pool(stack: StackEnv, kubectl: Kubectl)
     try:
         helm(stack, "install", release, str(CHART), "--namespace", install_ns,
              "--set", "podLabels.imagegen\\.dev/local-runner=true",
-             "--set", "replicas=1",
              # Local processes share the host's ports: the runner rewrites IMAGEGEN_HTTP_PORT,
              # and metrics port 0 lets each process bind a free one.
              "--set", "ports.metrics=0",
@@ -305,15 +361,23 @@ def test_helm_install_reconciles_example_pool(stack: StackEnv, kubectl: Kubectl)
         pods = json.loads(kubectl("get", "pods", "-n", install_ns, "-l",
                                   f"app.kubernetes.io/instance={release}", "-o", "json").stdout)
         names = [p["metadata"]["name"] for p in pods["items"]]
-        assert len(names) == 1, names
+        assert len(names) == 2, names
         for p in pods["items"]:
             assert p["spec"]["serviceAccountName"] == release + "-imagegen-operator"
         # --wait saw the Deployment available; the pod runner's Ready condition can flap for a
         # moment afterwards (KWOK re-applying a stage), so wait for it rather than read it once.
         kubectl("wait", "--for=condition=Ready", "pod", "-n", install_ns, "-l",
                 f"app.kubernetes.io/instance={release}", "--timeout=30s", timeout=45)
-        # the post-install hook made the namespaced peering object in the watched namespace
-        kubectl("get", "kopfpeering", "imagegen-operator", "-n", watched_ns)
+        # one of the two holds the Lease (named after the release) in the release namespace
+        lease = f"{release}-imagegen-operator"
+
+        def lease_holder() -> str:
+            obj = json.loads(kubectl("get", "lease", lease, "-n", install_ns, "-o",
+                                     "json", check=False).stdout or "{}")
+            return str((obj.get("spec") or {}).get("holderIdentity") or "")
+
+        holder = wait_for(lease_holder, 60, f"Lease {install_ns}/{lease} held")
+        assert holder in names, (holder, names)
 
         # worker pods run as this account; the chart makes it only in its own namespace
         kubectl("create", "serviceaccount", "imagegen-worker", "-n", watched_ns)
@@ -341,11 +405,18 @@ def test_helm_install_reconciles_example_pool(stack: StackEnv, kubectl: Kubectl)
             return [n for n, t in text.items() if f"{watched_ns}/{pool}:" in t]
 
         wait_for(handled, 30, f"a line about {watched_ns}/{pool} in {sorted(logs.values())}")
+        assert handled() == [holder], "exactly one replica, the Lease holder, acts"
         for n, path in logs.items():
             text = path.read_text(errors="replace")
             # started by the runner with the pod's ServiceAccount token, watching one namespace
-            assert "imagegen-operator started" in text, f"{n}:\n{text[-3000:]}"
             assert "forbidden" not in text.lower(), f"{n} hit RBAC:\n{text[-3000:]}"
+            if n == holder:
+                assert "imagegen-operator started" in text, f"{n}:\n{text[-3000:]}"
+                assert f"{n} acquired Lease {install_ns}/{lease}" in text, text[-3000:]
+            else:
+                assert "imagegen-operator started" not in text, f"{n} acts too:\n{text[-3000:]}"
+                assert f"standby, Lease {install_ns}/{lease} held by {holder}" in text, \
+                    f"{n}:\n{text[-3000:]}"
         print(f"\ninstall {installed_at - started:.1f}s, pool ready "
               f"{reconciled_at - applied_at:.1f}s after apply")
 
@@ -355,7 +426,7 @@ def test_helm_install_reconciles_example_pool(stack: StackEnv, kubectl: Kubectl)
     finally:
         if installed:
             # Stop the operator before `helm uninstall` takes its RBAC and ServiceAccount away:
-            # otherwise it cannot take itself out of the peering object while it shuts down.
+            # otherwise it cannot release its Lease while it shuts down.
             kubectl("scale", "deployment", "-n", install_ns, "-l",
                     f"app.kubernetes.io/instance={release}", "--replicas=0", check=False)
             kubectl("wait", "--for=delete", "pod", "-n", install_ns, "-l",

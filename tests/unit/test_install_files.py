@@ -268,7 +268,11 @@ def test_chart_metadata_and_values() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert values["replicas"] == 2
     assert values["watchNamespaces"] == []
-    assert values["peering"]["name"] == "imagegen-operator"
+    assert "peering" not in values, "leader election by Lease, not Kopf peering"
+    assert values["leaderElection"] == {"enabled": True, "leaseName": "",
+                                        "leaseDurationSeconds": 15, "renewDeadlineSeconds": 10,
+                                        "retryPeriodSeconds": 2}
+    assert values["networkPolicy"]["enabled"] is False
     assert values["podLabels"] == {}
     assert values["workerServiceAccount"]["create"] is False
     sc = values["securityContext"]
@@ -326,8 +330,6 @@ EXPECTED_RBAC: dict[tuple[str, str], set[str]] = {
     ("events.k8s.io", "events"): {"create", "patch"},
     ("", "namespaces"): {"list", "watch"},
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
-    ("kopf.dev", "clusterkopfpeerings"): {"get", "list", "watch", "patch", "create"},
-    ("kopf.dev", "kopfpeerings"): {"get", "list", "watch", "patch", "create"},
 }
 
 
@@ -360,7 +362,7 @@ def test_worker_service_account_has_no_token() -> None:
 def test_deployment_template_contract() -> None:
     text = (CHART / "templates" / "deployment.yaml").read_text()
     assert "command: [python, -m, imagegen_operator]" in text
-    for env in ("IMAGEGEN_OPERATOR_PEERING", "IMAGEGEN_WATCH_NAMESPACES",
+    for env in ("IMAGEGEN_LEASE_NAME", "IMAGEGEN_WATCH_NAMESPACES",
                 "IMAGEGEN_KAFKA_BOOTSTRAP", "IMAGEGEN_REDIS_URL", "IMAGEGEN_S3_ENDPOINT",
                 "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "IMAGEGEN_DEFAULT_WORKER_IMAGE"):
         assert env in text, env
@@ -391,11 +393,11 @@ def test_kustomization_resources_exist_and_namespace() -> None:
     assert ("Namespace", "imagegen-system") in kinds
     assert ("Deployment", "imagegen-operator") in kinds
     assert ("ClusterRole", "imagegen-operator") in kinds
-    assert ("CustomResourceDefinition", "clusterkopfpeerings.kopf.dev") in kinds
-    # the peering object is applied afterwards, from its own kustomization
-    assert not any(kind == "ClusterKopfPeering" for kind, _ in kinds)
-    peering = [(d["kind"], d["metadata"]["name"]) for d in kustomize_docs(INSTALL / "peering")]
-    assert peering == [("ClusterKopfPeering", "imagegen-operator")]
+    assert ("Role", "imagegen-operator-leader-election") in kinds
+    assert ("RoleBinding", "imagegen-operator-leader-election") in kinds
+    # leader election by Lease: no Kopf peering CRDs or objects
+    assert not any("kopf" in kind.lower() or "kopf.dev" in name for kind, name in kinds)
+    assert not (INSTALL / "peering").exists()
 
 
 def test_kustomize_clusterrole_equals_chart_template() -> None:

@@ -43,6 +43,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
+{{- define "imagegen-operator.leaseName" -}}
+{{- default (include "imagegen-operator.fullname" .) .Values.leaderElection.leaseName }}
+{{- end }}
+
 {{- define "imagegen-operator.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}

@@ -20,6 +20,10 @@ class OperatorDefaults:
 
     kafka_bootstrap: str | None = None
     redis_url: str | None = None
+    # A Secret (in each pool's namespace) holding redis_url: workers then read the default URL
+    # from it by secretKeyRef, so a password never becomes a plain env value.
+    redis_url_secret: str | None = None
+    redis_url_secret_key: str = "url"
     s3_endpoint: str | None = None
     s3_credentials_secret: str | None = None
     worker_image: str | None = None

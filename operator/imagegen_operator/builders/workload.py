@@ -7,6 +7,7 @@ labels and a controller owner reference, so deleting the pool removes everything
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from imagegen_api import naming
 from imagegen_api.specs import Toleration
@@ -89,7 +90,7 @@ def _env(ctx: PoolContext, role: str) -> list[Manifest]:
         if ep.ref is not None:
             env.append(env_from(env_name, ep.ref))
         elif ep.source == "default":
-            env.append({"name": env_name, "value": ep.default})
+            env.append(_default_env(env_name, ep.default, ctx))
     endpoint = spec.storage.endpoint or d.s3_endpoint
     if endpoint and spec.storage.endpoint is None:
         env.append({"name": naming.ENV_S3_ENDPOINT, "value": endpoint})
@@ -99,6 +100,23 @@ def _env(ctx: PoolContext, role: str) -> list[Manifest]:
             env.append({"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}})
     env.extend({"name": e.name, "value": e.value} for e in spec.worker.env)
     return env
+
+
+def _default_env(name: str, value: str | None, ctx: PoolContext) -> Manifest:
+    """The operator's default Kafka/Redis address for a worker. The Redis URL goes by
+    secretKeyRef when the operator names a Secret for it (IMAGEGEN_REDIS_URL_SECRET); a URL with
+    a password is never rendered as a plain env value (docs/security.md)."""
+    d = ctx.defaults
+    if name == naming.ENV_REDIS_URL and d.redis_url_secret:
+        return {"name": name, "valueFrom": {"secretKeyRef": {
+            "name": d.redis_url_secret, "key": d.redis_url_secret_key}}}
+    if value and urlsplit(value).password is not None:
+        raise BuildError(
+            f"the operator's default {name} carries a password, which workers would get as a "
+            "plain env value: set spec.cache.redisUrlFrom, or have the operator name a Secret "
+            f"holding it in namespace {ctx.namespace} (IMAGEGEN_REDIS_URL_SECRET; chart value "
+            "redis.workerSecret)")
+    return {"name": name, "value": value}
 
 
 def _resources(ctx: PoolContext) -> Manifest:
