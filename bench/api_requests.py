@@ -94,7 +94,11 @@ def pool(name: str, poll: int) -> dict[str, Any]:
         "apiVersion": "imagegen.dev/v1alpha1", "kind": "GenerationPool",
         "metadata": {"name": name},
         "spec": {"models": ["tiny-sdxl"], "warm": {"minReplicas": 1, "maxReplicas": 2},
-                 "cold": {"maxReplicas": 2}, "queue": {"partitions": 2},
+                 "cold": {"maxReplicas": 2},
+                 "queue": {"partitions": 2, "tiers": [
+                     {"name": "turbo", "weight": 10, "maxWaitSeconds": 10},
+                     {"name": "fast", "weight": 5, "maxWaitSeconds": 60},
+                     {"name": "relax", "weight": 1, "maxWaitSeconds": 300}]},
                  "gpu": {"count": 0}, "resources": {"cpu": "100m", "memory": "64Mi"},
                  "autoscaling": {"pollSeconds": poll}},
     }
