@@ -156,8 +156,13 @@ def main() -> None:
         after = read_counts(counts_file)
         elapsed = time.monotonic() - started
     finally:
+        # While the operator still runs: it removes its finalizers from the pools and the model,
+        # so the namespace goes (stopped first, the namespace would hang in Terminating).
+        if op.proc is None:
+            op.start()
+        kubectl("delete", "namespace", ns, "--wait=true", "--timeout=90s", check=False,
+                timeout=120)
         op.stop()
-        kubectl("delete", "namespace", ns, "--wait=false", check=False)
         resume_installed_operators(kubectl, paused)
 
     per_min = 60.0 / elapsed / args.pools
