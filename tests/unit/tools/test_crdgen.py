@@ -72,3 +72,19 @@ def test_names_columns_and_rules() -> None:
     source = models["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"][
         "properties"]["source"]
     assert source["x-kubernetes-validations"][0]["rule"] == "self == oldSelf"
+
+
+def test_field_descriptions_reach_the_crds() -> None:
+    """The models' field descriptions are in the CRDs too (`kubectl explain` shows them)."""
+    model = crdgen.render()["imagemodels.yaml"]["spec"]["versions"][0]["schema"][
+        "openAPIV3Schema"]["properties"]["spec"]["properties"]
+    assert "Immutable." in model["source"]["description"]
+    assert model["optimizations"]["properties"]["fp8"]["description"] == (
+        "Lossy, opt-in: fp8 matmuls.")
+    assert "gpuMemoryGiB" not in model
+    pool = crdgen.render()["generationpools.yaml"]["spec"]["versions"][0]["schema"][
+        "openAPIV3Schema"]["properties"]["spec"]["properties"]
+    labels = pool["worker"]["properties"]["podLabels"]
+    assert labels["maxProperties"] == 32
+    assert labels["additionalProperties"]["maxLength"] == 63
+    assert "imagegen.dev/pool" in labels["x-kubernetes-validations"][0]["rule"]
