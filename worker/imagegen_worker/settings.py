@@ -47,6 +47,9 @@ class Settings:
     log_level: str
     # Test-only fault hooks (IMAGEGEN_FAULT_INJECT); see faults.py. Empty in production.
     fault_inject: str
+    # Job records' own Redis (IMAGEGEN_JOBS_REDIS_URL); None: the cache's Redis, database
+    # jobs.db (workerconfig.JobStoreSettings).
+    jobs_redis_url: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -80,6 +83,7 @@ class Settings:
             device=opt(ENV_DEVICE),
             log_level=(opt(ENV_LOG_LEVEL) or "INFO").upper(),
             fault_inject=opt(ENV_FAULT_INJECT) or "",
+            jobs_redis_url=opt(naming.ENV_JOBS_REDIS_URL),
         )
 
     def load_config(self) -> WorkerConfig:
@@ -107,4 +111,8 @@ class Settings:
         storage = config.storage
         if storage.endpoint is None and self.s3_endpoint:
             storage = storage.model_copy(update={"endpoint": self.s3_endpoint})
-        return config.model_copy(update={"kafka": kafka, "cache": cache, "storage": storage})
+        jobs = config.jobs
+        if jobs.redis_url is None and self.jobs_redis_url:
+            jobs = jobs.model_copy(update={"redis_url": self.jobs_redis_url})
+        return config.model_copy(update={"kafka": kafka, "cache": cache, "storage": storage,
+                                         "jobs": jobs})

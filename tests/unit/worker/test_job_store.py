@@ -5,9 +5,12 @@ tests/integration/worker/test_job_records.py."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from imagegen_api.workerconfig import JobStoreSettings
 from imagegen_worker.results import record_ttl
+from imagegen_worker.settings import Settings
 
 
 @pytest.mark.parametrize(("cache_url", "expected"), [
@@ -32,3 +35,15 @@ def test_records_outlive_the_messages_that_can_still_arrive() -> None:
     assert record_ttl(86400, week) == week  # the topics keep a week: so do the records
     assert record_ttl(30 * 86400, week) == 30 * 86400  # longer by choice: kept
     assert record_ttl(86400, None) == 86400  # unknown or unlimited retention: the setting
+
+
+def test_the_job_store_url_comes_from_its_variable(config_factory: Any) -> None:
+    base = {"IMAGEGEN_REDIS_URL": "redis://cache:6379/0", "IMAGEGEN_KAFKA_BOOTSTRAP": "k:9092"}
+    plain = Settings.from_env(base).resolve(config_factory())
+    assert plain.jobs.redis_url is None
+    assert plain.jobs.url(plain.cache.redis_url or "") == "redis://cache:6379/1"
+    own = Settings.from_env({**base, "IMAGEGEN_JOBS_REDIS_URL": "redis://jobs:6379/0"})
+    resolved = own.resolve(config_factory())
+    assert resolved.jobs.url(resolved.cache.redis_url or "") == "redis://jobs:6379/0"
+    pinned = config_factory(jobs=JobStoreSettings(redis_url="redis://cfg/2"))
+    assert own.resolve(pinned).jobs.redis_url == "redis://cfg/2"  # the config wins
