@@ -11,8 +11,8 @@ The recipe (a few minutes on an idle 2-core machine; docs/benchmarks.md has the 
    built, fixed and random; distinct words already give distinct embeddings to condition on.
 2. Replace the VAE with an AutoencoderTiny (architecture.SHAPES_VAE: taesdxl's design, 8x, 4
    latent channels, no group norms: those cannot learn flat colours, which is all these
-   pictures are), train it as an autoencoder (L1 + MSE) on scenes shrunk to 32x32, check that
-   64x64 reconstructions read back right (logged), then record the
+   pictures are), train it as an autoencoder (L1 + MSE) on 64x64 scenes (log how many
+   reconstructions read back right), then record the
    latents' per-channel mean and std in its config (`latents_mean`/`latents_std`, scaling 1.0):
    the SDXL pipeline un-normalises with them, so the UNet sees unit-variance latents.
 3. Encode a fixed set of scenes once, then train the UNet to predict noise (epsilon, SDXL's
@@ -59,12 +59,9 @@ class Recipe:
 
     seed: int = BUILTIN_SEED
     threads: int = 1  # same weights whatever the core count; 2 threads crawl on a busy machine
-    vae_steps: int = 2500
-    vae_batch: int = 16
+    vae_steps: int = 2000
+    vae_batch: int = 8
     vae_lr: float = 1e-3
-    # The VAE learns on scenes shrunk 2x: it is convolutional (every latent pixel stands for
-    # 8x8 pixels at any size), and a quarter of the pixels buys four times the steps.
-    vae_shrink: int = 2
     latent_scenes: int = 4096
     unet_steps: int = 2500
     unet_batch: int = 32
@@ -149,7 +146,6 @@ def train_vae(vae: Any, rng: np.random.Generator, recipe: Recipe, *, log: Log) -
     schedule = _cosine(opt, recipe.vae_steps, warmup=20)
     for step in range(recipe.vae_steps):
         pixels = torch.from_numpy(shapes_data.batch(rng, recipe.vae_batch)[0])
-        pixels = F.avg_pool2d(pixels, recipe.vae_shrink)
         recon = vae.decode(vae.encode(pixels).latents).sample
         loss = F.l1_loss(recon, pixels) + F.mse_loss(recon, pixels)
         opt.zero_grad(set_to_none=True)
