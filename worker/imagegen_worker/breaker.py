@@ -5,7 +5,10 @@ The pattern is the image cache's (`cache.ImageCache`): after a failure the depen
 asked again for `retry_after` seconds — calls fail at once with `Unavailable` — so that while
 Redis is down or frozen every request does not pay a timeout (and the event loop does not queue
 hundreds of them). After the pause one call (the probe) tries again while the others still fail
-fast; its success closes the breaker, its failure starts another pause. The failure is logged
+fast; its success closes the breaker, its failure starts another pause. Given a `probe` (a cheap
+round trip such as PING), the probing happens out of band instead: every call fails fast while
+the breaker is open and a background task probes every `retry_after`, so that no request (and no
+loop awaiting one) ever waits on a frozen Redis after the first timeout. The failure is logged
 once per outage and counted per call site in `imagegen_redis_errors`.
 
 What the callers do with `Unavailable` is the documented degradation: generation goes on
@@ -14,6 +17,8 @@ without deduplication (attempts are counted locally, results are published anywa
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -45,9 +50,12 @@ class Unavailable(RuntimeError):
 class Breaker:
     def __init__(self, name: str, *, retry_after: float = RETRY_AFTER_S,
                  clock: Callable[[], float] = time.monotonic,
-                 trips: Callable[[Exception], bool] = unreachable) -> None:
+                 trips: Callable[[Exception], bool] = unreachable,
+                 probe: Callable[[], Awaitable[object]] | None = None) -> None:
         self.name = name
         self.trips = trips
+        self.probe = probe
+        self._prober: asyncio.Task[None] | None = None
         self.retry_after = retry_after
         self.clock = clock
         self._down_until = 0.0
@@ -60,6 +68,8 @@ class Breaker:
         return self._open
 
     def available(self) -> bool:
+        if self.probe is not None:
+            return not self._open
         return not self._probing and self.clock() >= self._down_until
 
     async def call(self, op: Callable[[], Awaitable[T]]) -> T:
@@ -87,6 +97,25 @@ class Breaker:
                 dependency=self.name, error=repr(exc), retry_after_s=self.retry_after))
         self._open = True
         self._down_until = self.clock() + self.retry_after
+        if self.probe is not None and (self._prober is None or self._prober.done()):
+            self._prober = asyncio.get_running_loop().create_task(self._probe_until_up())
+
+    async def _probe_until_up(self) -> None:
+        assert self.probe is not None
+        while self._open:
+            await asyncio.sleep(self.retry_after)
+            try:
+                await self.probe()
+            except Exception as exc:
+                log.debug("probe failed", extra=fields(dependency=self.name, error=repr(exc)))
+                continue
+            self.recovered()
+
+    async def close(self) -> None:
+        if self._prober is not None:
+            self._prober.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._prober
 
     def recovered(self) -> None:
         if self._open:

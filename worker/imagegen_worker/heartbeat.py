@@ -76,7 +76,7 @@ class Heartbeater:
         breaker: Breaker | None = None,
     ) -> None:
         self.client = client
-        self.breaker = breaker or Breaker("heartbeats")
+        self.breaker = breaker or Breaker("heartbeats", probe=client.ping)
         self.key = key
         self.worker = worker
         self.interval = interval_seconds

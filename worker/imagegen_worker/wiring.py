@@ -85,7 +85,8 @@ def build_stages(config: WorkerConfig, *, worker: str, runners: Mapping[str, Run
                                 ttl_seconds=job_ttl_seconds or config.job_ttl_seconds,
                                 worker=worker,
                                 lease_seconds=config.kafka.max_poll_interval_ms / 1000,
-                                breaker=records_breaker or Breaker("job records"))
+                                breaker=records_breaker or Breaker(
+                                    "job records", probe=(redis_jobs or redis).ping))
     cache = ImageCache(redis_cache if config.cache.enabled else None,
                        namespace=config.namespace, pool=config.pool, bucket=store.bucket,
                        endpoint=store.endpoint, ttl_seconds=config.cache.ttl_seconds,

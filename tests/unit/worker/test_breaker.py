@@ -66,3 +66,36 @@ async def test_after_the_pause_one_call_probes_while_the_others_fail_fast(clock:
     with pytest.raises(TimeoutError):
         await probe
     assert breaker.open and not breaker.available()
+
+
+async def test_with_a_probe_every_call_fails_fast_until_the_probe_succeeds() -> None:
+    pings: list[str] = []
+    healthy = asyncio.Event()
+
+    async def ping() -> None:
+        pings.append("ping")
+        if not healthy.is_set():
+            raise TimeoutError("frozen")
+        healthy.clear()  # answer once, then let the test look
+
+    breaker = Breaker("job records", retry_after=0.001, probe=ping)
+
+    async def frozen() -> None:
+        raise TimeoutError("frozen")
+
+    async def fine() -> str:
+        return "ok"
+
+    with pytest.raises(TimeoutError):
+        await breaker.call(frozen)
+    for _ in range(3):  # open: nothing is asked, however long it has been
+        with pytest.raises(Unavailable):
+            await breaker.call(fine)
+        await asyncio.sleep(0.005)
+    assert pings and breaker.open
+    healthy.set()
+    assert breaker._prober is not None
+    await breaker._prober  # ends once a probe succeeded
+    assert not breaker.open
+    assert await breaker.call(fine) == "ok"
+    await breaker.close()
