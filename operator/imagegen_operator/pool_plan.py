@@ -203,21 +203,7 @@ def plan(state: PoolState, memory: PoolMemory, config: PlanSettings) -> PoolPlan
     problems = list(state.problems)
     events: list[PassEvent] = []
     k = state.kafka
-
-    # Topics: an ensure was due this pass when topics_key is set and differs from memory.
-    topics_ensured, kafka_failing = memory.topics_ensured, memory.kafka_failing
-    if not k.configured and not any(p.reason == Reason.SECRET_MISSING for p in problems):
-        problems.append(Problem(Reason.KAFKA_NOT_CONFIGURED,
-                                "no Kafka bootstrap: set spec.queue.bootstrapServers or the "
-                                f"operator's {naming.ENV_KAFKA_BOOTSTRAP}"))
-    if k.topics_error is not None:
-        problems.append(Problem(Reason.KAFKA_UNREACHABLE, k.topics_error))
-        if not kafka_failing:
-            events.append(PassEvent("Warning", "KafkaUnavailable", k.topics_error))
-        kafka_failing = True
-    elif k.topics_actions is not None:
-        topics_ensured, kafka_failing = k.topics_key, False
-        events.extend(PassEvent("Normal", "TopicsReady", a) for a in k.topics_actions)
+    topics_ensured, kafka_failing = _kafka(k, memory, problems, events)
 
     pending = {role: sum(1 for p in state.pods if p.role == role and p.phase == "Pending")
                for role in naming.ROLES}
@@ -244,24 +230,7 @@ def plan(state: PoolState, memory: PoolMemory, config: PlanSettings) -> PoolPlan
     )
     decision = decide(spec, k.lag, observed, memory.scaler, state.now, k.lag_error)
 
-    children: tuple[Manifest, ...] = ()
-    if len(state.models) == len(spec.models):
-        ctx = builders.PoolContext(
-            namespace=state.namespace, name=state.name, uid=state.uid, spec=spec,
-            models=dict(state.models), warm_replicas=decision.warm, cold_replicas=decision.cold,
-            pool_labels=dict(state.labels), defaults=config.defaults)
-        image = worker_image(ctx)
-        if not image_allowed(image, config.allowed_images):
-            problems.append(Problem(
-                Reason.IMAGE_NOT_ALLOWED,
-                f"spec.worker.image {image!r} is not allowed by the operator "
-                f"(IMAGEGEN_ALLOWED_IMAGES: {', '.join(config.allowed_images)}); "
-                "no workers are started"))
-        else:
-            try:
-                children = tuple(builders.pool_children(ctx))
-            except builders.BuildError as err:
-                problems.append(Problem(Reason.INVALID_CHILDREN, str(err)))
+    children = _children(state, spec, decision, config, problems)
 
     report = _Report(state=state, spec=spec, old_status=old_status, decision=decision,
                      warm=warm, cold=cold, problems=tuple(problems), stalls=tuple(stalls),
@@ -308,6 +277,50 @@ def _up_to_date(digest: str, state: PoolState, memory: PoolMemory, decision: Dec
         if dep is None or dep.desired != want:
             return False
     return True
+
+
+def _kafka(k: KafkaView, memory: PoolMemory, problems: list[Problem],
+           events: list[PassEvent]) -> tuple[TopicsKey | None, bool]:
+    """Kafka problems and topic events; returns (topics ensured for, Kafka failing). An ensure
+    was made this pass when the view carries its actions or its error."""
+    if not k.configured and not any(p.reason == Reason.SECRET_MISSING for p in problems):
+        problems.append(Problem(Reason.KAFKA_NOT_CONFIGURED,
+                                "no Kafka bootstrap: set spec.queue.bootstrapServers or the "
+                                f"operator's {naming.ENV_KAFKA_BOOTSTRAP}"))
+    if k.topics_error is not None:
+        problems.append(Problem(Reason.KAFKA_UNREACHABLE, k.topics_error))
+        if not memory.kafka_failing:
+            events.append(PassEvent("Warning", "KafkaUnavailable", k.topics_error))
+        return memory.topics_ensured, True
+    if k.topics_actions is not None:
+        events.extend(PassEvent("Normal", "TopicsReady", a) for a in k.topics_actions)
+        return k.topics_key, False
+    return memory.topics_ensured, memory.kafka_failing
+
+
+def _children(state: PoolState, spec: GenerationPoolSpec, decision: Decision,
+              config: PlanSettings, problems: list[Problem]) -> tuple[Manifest, ...]:
+    """The children at the decided replicas; none while a model is missing, the image is not
+    allowed, or the pool cannot be rendered (each a problem)."""
+    if len(state.models) != len(spec.models):
+        return ()
+    ctx = builders.PoolContext(
+        namespace=state.namespace, name=state.name, uid=state.uid, spec=spec,
+        models=dict(state.models), warm_replicas=decision.warm, cold_replicas=decision.cold,
+        pool_labels=dict(state.labels), defaults=config.defaults)
+    image = worker_image(ctx)
+    if not image_allowed(image, config.allowed_images):
+        problems.append(Problem(
+            Reason.IMAGE_NOT_ALLOWED,
+            f"spec.worker.image {image!r} is not allowed by the operator "
+            f"(IMAGEGEN_ALLOWED_IMAGES: {', '.join(config.allowed_images)}); "
+            "no workers are started"))
+        return ()
+    try:
+        return tuple(builders.pool_children(ctx))
+    except builders.BuildError as err:
+        problems.append(Problem(Reason.INVALID_CHILDREN, str(err)))
+        return ()
 
 
 def _events_and_status(r: _Report, *, applied: bool) -> tuple[tuple[PassEvent, ...],
