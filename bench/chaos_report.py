@@ -14,7 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 ORDER = ("kill-9", "churn", "scale-down-2", "poison", "process-killer", "minio-stopped",
          "minio-frozen", "redis-stopped", "redis-frozen", "redis-flushall", "kafka-killed")
-COLUMNS = ("scenario", "sent", "answered", "lost", "divergent", "extra msgs", "failed",
+COLUMNS = ("scenario", "sent", "answered", "lost", "divergent", "extra msgs (retries)", "failed",
            "restarts (kills)", "DLQ (why)", "normal req/s", "fault s", "during fault",
            "to 80 % after", "lag after")
 
@@ -26,7 +26,10 @@ def row(fig: dict[str, object]) -> list[str]:
     rec = fig.get("recovery_s")
     return [
         str(fig["scenario"]), str(fig["sent"]), str(fig["answered"]), str(fig["lost"]),
-        str(fig["divergent"]), str(fig["duplicate_messages"]), str(fig["failed_ids"]),
+        str(fig["divergent"]),
+        f"{fig['duplicate_messages']} ({fig['client_retries']})" if "client_retries" in fig
+        else str(fig["duplicate_messages"]),
+        str(fig["failed_ids"]),
         f"{fig['worker_restarts']} ({fig['worker_kills']})",
         ", ".join(f"{n} {code}" for code, n in sorted(dlq.items())) or "0",
         f"{fig['normal_rps']:.1f}",

@@ -63,6 +63,7 @@ class Figures:
     lost: int = 0
     divergent: int = 0
     duplicate_messages: int = 0
+    client_retries: int = 0  # ids the load deliberately sent again
     statuses: dict[str, int] = field(default_factory=dict)
     failed_ids: int = 0
     worker_restarts: int = 0

@@ -307,6 +307,7 @@ async def chaos_run(name: str, pool: Pool, crew: Crew, *, fault: Fault, baseline
         scenario=name, scale=SCALE, workers=crew.initial, sent=len(sent), answered=len(answered),
         lost=len(sent - answered), divergent=len(found.divergent(sent)),
         duplicate_messages=sum(len(found.results[r]) - 1 for r in answered),
+        client_retries=len(load.resent),
         statuses=dict(statuses),
         failed_ids=sum(1 for rid in answered
                        if any(r.status == "failed" for r in found.results[rid])),
