@@ -14,8 +14,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 ORDER = ("kill-9", "churn", "scale-down-2", "poison", "process-killer", "minio-stopped",
          "minio-frozen", "redis-stopped", "redis-frozen", "redis-flushall", "kafka-killed")
-COLUMNS = ("scenario", "sent", "answered", "lost", "divergent", "extra msgs (retries)", "failed",
-           "restarts (kills)", "DLQ (why)", "normal req/s", "fault s", "during fault",
+COLUMNS = ("scenario", "scale", "sent", "answered", "lost", "divergent", "extra msgs (retries)",
+           "failed", "restarts (kills)", "DLQ (why)", "normal req/s", "fault s", "during fault",
            "to 80 % after", "lag after")
 
 
@@ -25,7 +25,8 @@ def row(fig: dict[str, object]) -> list[str]:
     frac = fig.get("outage_fraction")
     rec = fig.get("recovery_s")
     return [
-        str(fig["scenario"]), str(fig["sent"]), str(fig["answered"]), str(fig["lost"]),
+        str(fig["scenario"]), f"{fig['scale']:g}", str(fig["sent"]), str(fig["answered"]),
+        str(fig["lost"]),
         str(fig["divergent"]),
         f"{fig['duplicate_messages']} ({fig['client_retries']})" if "client_retries" in fig
         else str(fig["duplicate_messages"]),
