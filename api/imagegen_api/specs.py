@@ -350,7 +350,15 @@ class BatchingSpec(KubeModel):
 
 class CacheSpec(KubeModel):
     model_config = KubeModel.model_config | ConfigDict(
-        json_schema_extra={"x-kubernetes-validations": [_one_source("redisUrl")]}
+        json_schema_extra={"x-kubernetes-validations": [
+            _one_source("redisUrl"),
+            # A literal lands in the pool and its worker ConfigMap, readable by many more
+            # people than a Secret (docs/security.md).
+            cel("!has(self.redisUrl) || !self.redisUrl.matches('^[^:/?#]+://[^/?#@]*:[^/?#@]*@')",
+                "cache.redisUrl must not carry a password (it would be readable in the pool and "
+                "its worker ConfigMap): put the URL in a Secret and use "
+                "cache.redisUrlFrom.secretKeyRef"),
+        ]}
     )
     enabled: bool = True
     redis_url: str | None = Field(

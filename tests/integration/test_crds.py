@@ -65,6 +65,12 @@ BAD = [
     ("tier name with capitals", POOL,
      "models: [m]\nqueue:\n  tiers:\n  - {name: Gold, weight: 2}",
      ["spec.queue.tiers[0].name", "should match"]),
+    ("Redis URL with a password", POOL,
+     "models: [m]\ncache: {redisUrl: 'redis://:s3cret@redis:6379/0'}",
+     ["cache.redisUrl must not carry a password", "cache.redisUrlFrom.secretKeyRef"]),
+    ("Redis URL with a user and password", POOL,
+     "models: [m]\ncache: {redisUrl: 'rediss://app:s3cret@redis:6380'}",
+     ["cache.redisUrl must not carry a password"]),
     ("misspelled field", POOL, "models: [m]\nwarm: {minReplica: 1}",
      ['unknown field "spec.warm.minReplica"']),
     ("negative cold maximum", POOL, "models: [m]\ncold: {maxReplicas: -1}",
@@ -189,3 +195,14 @@ def test_pool_with_default_tiers_can_grow_tiers_and_take_status(kubectl: Kubectl
     got = kubectl("get", "gp", name, "-n", k8s_namespace, "-o",
                   "jsonpath={.spec.queue.tiers[*].name}/{.status.observedGeneration}").stdout
     assert got == "turbo fast relax bulk/1"
+
+
+def test_redis_url_without_password_accepted(kubectl: Kubectl, crds: None,
+                                             k8s_namespace: str) -> None:
+    for url in ("redis://redis:6379/0", "redis://app@redis:6379/1", "rediss://redis.example:6380"):
+        name = unique("p")
+        kubectl("apply", "-n", k8s_namespace, "-f", "-", input=POOL.format(
+            name=name, spec=indent(f"models: [m]\ncache: {{redisUrl: '{url}'}}")))
+        got = kubectl("get", "gp", name, "-n", k8s_namespace, "-o",
+                      "jsonpath={.spec.cache.redisUrl}").stdout
+        assert got == url
