@@ -16,6 +16,7 @@ import json
 import os
 import random
 import signal
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -103,15 +104,6 @@ class Crew:
         for worker in leaving:
             self.drain_exits.append(await asyncio.to_thread(_wait, worker, 60))
 
-    async def all_ready(self, within: float) -> bool:
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
-            states = [await asyncio.to_thread(_ready, w) for w in list(self.live)]
-            if states and all(states):
-                return True
-            await asyncio.sleep(0.5)
-        return False
-
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
@@ -124,15 +116,8 @@ class Crew:
 def _wait(worker: Worker, timeout: float) -> int | None:
     try:
         return worker.proc.wait(timeout=timeout)
-    except Exception:  # still running after the grace: the drain hung
+    except subprocess.TimeoutExpired:  # still running after the grace: the drain hung
         return None
-
-
-def _ready(worker: Worker) -> bool:
-    try:
-        return worker.get("/readyz")[0] == 200
-    except OSError:
-        return False
 
 
 # --- the load ---------------------------------------------------------------------------------
