@@ -35,9 +35,11 @@ def row(fig: dict[str, object]) -> list[str]:
         ", ".join(f"{n} {code}" for code, n in sorted(dlq.items())) or "0",
         f"{fig['normal_rps']:.1f}",
         f"{fig['fault_s']:.0f}",
-        "-" if frac is None else f"{100 * float(str(frac)):.0f} %",
+        # an instant fault (FLUSHALL) has no "during"
+        "-" if frac is None or float(str(fig["fault_s"])) < 1
+        else f"{100 * float(str(frac)):.0f} %",
         "not within the run" if rec is None else f"{rec} s",
-        str(fig["lag_after_drain"]),
+        "-" if fig["lag_after_drain"] is None else str(fig["lag_after_drain"]),
     ]
 
 
