@@ -50,6 +50,7 @@ async def test_outage_under_load(stack: Any, chaos_tmp: Path, name: str, compone
     run = await outage_run(stack, chaos_tmp, name, component, mode, full_s)
     fig = run.figures
     assert fig.lost == 0 and fig.divergent == 0, run.explain()
+    assert set(fig.statuses) == {"succeeded"}, run.explain()  # no load request refused
     assert fig.lag_after_drain == 0, run.explain()
     # Issue 17 items 3-5: an outage of storage, records or the broker fails no request and
     # restarts no worker (the model stays loaded).
@@ -77,6 +78,7 @@ async def test_redis_data_lost_mid_run(stack: Any, chaos_tmp: Path) -> None:
     run.figures.save()
     fig = run.figures
     assert fig.lost == 0 and fig.lag_after_drain == 0, run.explain()
+    assert set(fig.statuses) == {"succeeded"}, run.explain()  # no load request refused
     # Client retries of ids answered before the flush must get the same images again.
     assert fig.divergent == 0, run.explain()
     assert fig.failed_ids == 0 and fig.worker_restarts == 0, run.explain()

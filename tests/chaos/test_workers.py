@@ -31,6 +31,7 @@ async def test_kill_9_a_random_worker_every_few_seconds(stack: Any, chaos_tmp: P
     run.figures.save()
     fig = run.figures
     assert fig.lost == 0 and fig.divergent == 0, run.explain()
+    assert set(fig.statuses) == {"succeeded"}, run.explain()  # no load request refused
     assert fig.lag_after_drain == 0, run.explain()
     assert fig.failed_ids == 0 and not fig.dlq, run.explain()  # no neighbour dead-lettered
     assert fig.worker_restarts == 0, run.explain()
@@ -58,6 +59,7 @@ async def test_scale_between_1_and_6_workers_every_10_s(stack: Any, chaos_tmp: P
     run.figures.save()
     fig = run.figures
     assert fig.lost == 0 and fig.divergent == 0, run.explain()
+    assert set(fig.statuses) == {"succeeded"}, run.explain()  # no load request refused
     assert fig.lag_after_drain == 0, run.explain()
     assert fig.failed_ids == 0 and not fig.dlq, run.explain()
     assert fig.worker_restarts == 0 and fig.unclean_drains == 0, run.explain()
@@ -80,6 +82,7 @@ async def test_graceful_scale_down_by_two_while_busy(stack: Any, chaos_tmp: Path
     run.figures.save()
     fig = run.figures
     assert fig.lost == 0 and fig.divergent == 0, run.explain()
+    assert set(fig.statuses) == {"succeeded"}, run.explain()  # no load request refused
     assert fig.duplicate_messages == 0, run.explain()  # drained, not replayed
     assert len(crew.drain_exits) == 2 and fig.unclean_drains == 0, run.explain()
     assert fig.lag_after_drain == 0 and fig.worker_restarts == 0, run.explain()
