@@ -15,13 +15,15 @@ ROOT = Path(__file__).resolve().parents[1]
 ORDER = ("kill-9", "churn", "scale-down-2", "poison", "process-killer", "minio-stopped",
          "minio-frozen", "redis-stopped", "redis-frozen", "redis-flushall", "kafka-killed")
 COLUMNS = ("scenario", "scale", "sent", "answered", "lost", "divergent", "extra msgs (retries)",
-           "failed", "restarts (kills)", "DLQ (why)", "normal req/s", "fault s", "during fault",
+           "failed", "refused", "restarts (kills)", "DLQ (why)", "normal req/s", "fault s", "during fault",
            "to 80 % after", "lag after")
 
 
 def row(fig: dict[str, object]) -> list[str]:
     dlq = fig.get("dlq") or {}
     assert isinstance(dlq, dict)
+    statuses = fig.get("statuses") or {}
+    assert isinstance(statuses, dict)
     frac = fig.get("outage_fraction")
     rec = fig.get("recovery_s")
     return [
@@ -31,6 +33,7 @@ def row(fig: dict[str, object]) -> list[str]:
         f"{fig['duplicate_messages']} ({fig['client_retries']})" if "client_retries" in fig
         else str(fig["duplicate_messages"]),
         str(fig["failed_ids"]),
+        str(sum(n for st, n in statuses.items() if st not in ("succeeded", "failed"))),
         f"{fig['worker_restarts']} ({fig['worker_kills']})",
         ", ".join(f"{n} {code}" for code, n in sorted(dlq.items())) or "0",
         f"{fig['normal_rps']:.1f}",
