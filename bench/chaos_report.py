@@ -15,8 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 ORDER = ("kill-9", "churn", "scale-down-2", "poison", "process-killer", "minio-stopped",
          "minio-frozen", "redis-stopped", "redis-frozen", "redis-flushall", "kafka-killed")
 COLUMNS = ("scenario", "scale", "sent", "answered", "lost", "divergent", "extra msgs (retries)",
-           "failed", "refused", "restarts (kills)", "DLQ (why)", "normal req/s", "fault s", "during fault",
-           "to 80 % after", "lag after")
+           "failed", "refused", "restarts (kills)", "DLQ (why)", "normal req/s", "fault s",
+           "during fault", "to 80 % after", "lag after")
 
 
 def row(fig: dict[str, object]) -> list[str]:
