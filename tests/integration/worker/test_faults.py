@@ -23,6 +23,7 @@ from imagegen_worker.storage import ObjectStore
 
 from tests.integration.worker.harness import (
     NAMESPACE,
+    TIERS,
     TcpProxy,
     pool_of,
     request,
@@ -189,6 +190,8 @@ class TestKafkaOutageWorker:
                                    "retrying with backoff", within=90, dependency="kafka")
                 status, body = await asyncio.to_thread(worker.get, "/readyz")
                 assert status == 503 and json.loads(body)["reasons"] == ["kafka unavailable"]
+                await until(lambda: worker.metric("imagegen_paused_tier") == len(TIERS),
+                            within=10, what="every tier's partitions paused")
                 assert worker.proc.poll() is None  # not fatal: the model stays loaded
                 worker.proc.send_signal(signal.SIGTERM)
                 # Within the default grace period, though nothing can be published.
