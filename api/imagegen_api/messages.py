@@ -32,8 +32,14 @@ class Message(BaseModel):
         return cls.model_validate_json(data)
 
 
+# Request ids: what every Kafka key, Redis key and log line can carry as they are.
+REQUEST_ID_CHARS = "A-Z a-z 0-9 . _ : -"
+REQUEST_ID_MAX = 128
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+
+
 class GenerationRequest(Message):
-    request_id: str = Field(min_length=1, max_length=128)
+    request_id: str = Field(min_length=1, max_length=REQUEST_ID_MAX, pattern=REQUEST_ID_PATTERN)
     prompt: str
     model: str | None = None
     negative_prompt: str | None = None

@@ -20,6 +20,7 @@ from .metrics import WorkerMetrics
 from .results import JobRecords, ResultPublisher
 from .stats import WorkerStats
 from .storage import ObjectStore
+from .validate import bounded_request
 from .work import MessageRef
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ class Responder:
     async def dead_letter(self, ref: MessageRef, result: GenerationResult,
                           error: ErrorInfo) -> GenerationResult:
         """Send the request to the dead-letter topic, then answer it as failed."""
-        raw = (ref.value or b"").decode("utf-8", errors="replace")
+        raw = bounded_request(ref.value)  # at most 64 KiB of the request
         await self.publisher.dead_letter(DeadLetter(
             request_id=result.request_id, request=raw, error=error, attempts=result.attempts,
             worker=self.worker, source=ref.source, failed_at=time.time(),

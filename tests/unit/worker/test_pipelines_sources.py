@@ -5,7 +5,7 @@ Nothing is faked: the Hugging Face cache is a snapshot folder laid out as huggin
 it (used offline), and the S3 fallback uses a real boto3 client whose endpoint does not answer.
 Downloads from a real S3 server (MinIO) are tested in tests/integration/test_model_sources.py
 (load, cache reuse, changed weights → new revision, prefetch) and
-tests/integration/test_worker.py::TestModelSourcesS3 (one-object sources, interrupted downloads).
+tests/integration/worker/test_model_sources_s3.py (one-object sources, interrupted downloads).
 """
 
 from __future__ import annotations
