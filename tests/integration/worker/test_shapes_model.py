@@ -11,9 +11,12 @@ its pictures are coloured noise whose background is no palette colour
 
 Tolerance: each colour must lie within 60 (RGB distance) of its palette entry, half the distance
 between the two closest palette colours, so a reading is never ambiguous. The model itself is
-not perfect (docs/benchmarks.md: colour accuracy over 100 generations), so at most one picture
-in the 20 may miss; a broken path (prompt not reaching the UNet, latents not decoded, the wrong
-weights) misses nearly all of them.
+not perfect: over 100 generations it gets both colours right in about 80% of pictures
+(docs/benchmarks.md; its typical miss is a green shape bleeding into a black background). So at
+least 12 of the 20 pictures must match (here 17 do): for a model right 80% of the time, 9 or more
+misses in 20 happen about once in 100 trainings on another machine's floating point, while the
+random model, or a broken path (prompt not reaching the UNet, latents not decoded, wrong weights),
+matches none.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ SCENES = [
     ("square", "green", "black"),
 ]
 SEEDS = (11, 22, 33, 44)
-ALLOWED_MISSES = 1
+ALLOWED_MISSES = 8
 # A model name unique to this run: the result cache keys name the model, so every image here is
 # generated now, never served from an earlier run's cache.
 MODEL = f"shapes-{uuid.uuid4().hex[:8]}"
