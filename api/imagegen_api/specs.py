@@ -32,7 +32,7 @@ SOURCE_PATTERN = (
     r"|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?"
     r"|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/[^\s]*)?"
     r"|file:///[^\s]*"
-    r"|builtin://tiny-sdxl)$"
+    r"|builtin://(tiny|shapes)-sdxl)$"
 )
 # Local sources the worker refuses to read (pipelines/sources.py checks the same after decoding):
 # a `..` segment (also percent-encoded) would leave the claim's volume, and /dev, /proc, /sys
@@ -144,7 +144,8 @@ class ImageModelSpec(KubeModel):
         pattern=SOURCE_PATTERN,
         max_length=512,
         description="Where the weights come from: hf://org/repo@revision, s3://bucket/prefix, "
-        "pvc://claim/path, file:///path or builtin://tiny-sdxl (CPU demos and tests). Immutable.",
+        "pvc://claim/path, file:///path, builtin://tiny-sdxl (random weights, CPU tests) or "
+        "builtin://shapes-sdxl (trained in code on shapes, the CPU demo). Immutable.",
         json_schema_extra={
             "x-kubernetes-validations": [
                 cel(
@@ -457,7 +458,6 @@ class WorkerSpec(KubeModel):
         for key in labels:
             check_label_key(key)
         return labels
-
 
 
 class GenerationPoolSpec(KubeModel):
