@@ -192,7 +192,9 @@ def test_compiled_runners_pad_batches_to_power_of_two_buckets(tiny: ModelRunner)
     assert len(padded._pad_to_bucket(jobs[:2])) == 2
     images = padded.generate(jobs)
     assert len(images) == 3
-    assert np.array_equal(pixels(images[2]), pixels(tiny.generate([job(22)])[0]))
+    # Batch of 4 against batch of 1: the same image up to matmul rounding (see the test above).
+    diff = np.abs(pixels(images[2]).astype(int) - pixels(tiny.generate([job(22)])[0]))
+    assert diff.max() <= 1 and np.count_nonzero(diff) <= diff.size // 1000
 
 
 # --- batch keys and tokens -----------------------------------------------------------------------
