@@ -25,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "dev"))
 
+import yaml  # noqa: E402
 from demo_report import contact_sheet, results_table  # noqa: E402
 from PIL import Image  # noqa: E402
 
@@ -204,8 +205,14 @@ def main() -> None:
         wait_for("the previous demo's worker pods to stop",
                  lambda: not kubectl("get", "pods", "-n", NAMESPACE, "-o", "name",
                                      check=False).strip(), timeout=120)
-    for name in ("tiny-model.yaml", "shapes-model.yaml", "tiny-pool.yaml"):
+    for name in ("tiny-model.yaml", "shapes-model.yaml"):
         print(kubectl("apply", "-n", NAMESPACE, "-f", str(ROOT / "manifests" / "examples" / name)))
+    # The example pool serves tiny-sdxl; the demo's pool serves the shapes model as well.
+    pool = yaml.safe_load((ROOT / "manifests" / "examples" / "tiny-pool.yaml").read_text())
+    pool["spec"]["models"] = [MODEL, *pool["spec"]["models"]]
+    print(subprocess.run(["kubectl", "apply", "-n", NAMESPACE, "-f", "-"],
+                         input=yaml.safe_dump(pool), text=True, check=True,
+                         capture_output=True).stdout)
 
     step(4, total, "Wait for a warm worker: a real process that loaded the model and warmed up")
     wait_for("a ready warm worker", lambda: pool_status().get("warm", {}).get("ready", 0) >= 1,

@@ -217,9 +217,12 @@ class PodRunner:
         env = {k: rewrite(v) for k, v in env.items()}
         rp.port = free_port()
         venv_bin = ROOT / ".venv" / "bin"
-        # IMAGEGEN_CACHE: the dev cache where builtin://shapes-sdxl's trained weights live.
-        keep = ("LANG", "LC_", "HOME", "TMPDIR", "IMAGEGEN_CACHE")
+        keep = ("LANG", "LC_", "HOME", "TMPDIR")
         base = {k: v for k, v in os.environ.items() if k.startswith(keep)}
+        # The dev cache holds builtin://shapes-sdxl's trained weights; a pod's HOME is a volume
+        # of its own, so name the runner's cache explicitly.
+        env.setdefault("IMAGEGEN_CACHE", os.environ.get("IMAGEGEN_CACHE")
+                       or str(Path.home() / ".cache" / "imagegen-dev"))
         env = {**base, **env, "PATH": f"{venv_bin}:{os.environ.get('PATH', '/usr/bin:/bin')}",
                "POD_NAME": rp.name, "POD_NAMESPACE": ns, "IMAGEGEN_HTTP_PORT": str(rp.port),
                "PYTHONUNBUFFERED": "1"}
