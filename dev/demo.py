@@ -210,6 +210,11 @@ def main() -> None:
     # The example pool serves tiny-sdxl; the demo's pool serves the shapes model as well.
     pool = yaml.safe_load((ROOT / "manifests" / "examples" / "tiny-pool.yaml").read_text())
     pool["spec"]["models"] = [MODEL, *pool["spec"]["models"]]
+    # Its worker pods are local processes: point them at this machine's dev cache, where
+    # dev/setup left the trained weights (a pod's own HOME is an empty volume).
+    cache = os.environ.get("IMAGEGEN_CACHE") or str(Path.home() / ".cache" / "imagegen-dev")
+    pool["spec"].setdefault("worker", {}).setdefault("env", []).append(
+        {"name": "IMAGEGEN_CACHE", "value": cache})
     print(subprocess.run(["kubectl", "apply", "-n", NAMESPACE, "-f", "-"],
                          input=yaml.safe_dump(pool), text=True, check=True,
                          capture_output=True).stdout)
