@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     # Kopf logs every timer run at INFO; our handlers log what they decide themselves.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    from .operator_main import run  # kopf is imported only when running
+    from .startup import run  # kopf is imported only when running
 
     run(config)
     return 0

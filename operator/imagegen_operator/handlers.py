@@ -21,7 +21,7 @@ from typing import Any
 import kopf
 from imagegen_api import naming
 
-from . import models, pool_observe, pools
+from . import model_reconcile, pool_observe, pool_reconcile
 from .runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -70,9 +70,9 @@ def worker_pods(namespace: str | None, labels: kopf.Labels, body: kopf.Body,
 # --- GenerationPool --------------------------------------------------------------------------
 
 
-def _pool_memory(memo: kopf.Memo) -> pools.PoolMemory:
+def _pool_memory(memo: kopf.Memo) -> pool_reconcile.PoolMemory:
     mem = memo.get("pool")
-    return mem if isinstance(mem, pools.PoolMemory) else pools.PoolMemory()
+    return mem if isinstance(mem, pool_reconcile.PoolMemory) else pool_reconcile.PoolMemory()
 
 
 def _pool_lock(memo: kopf.Memo) -> asyncio.Lock:
@@ -90,7 +90,7 @@ async def _pool_pass(body: kopf.Body, memo: kopf.Memo, kw: dict[str, Any]) -> No
     async with _pool_lock(memo):
         try:
             async with asyncio.timeout(PASS_TIMEOUT_S):
-                result = await pools.reconcile(rt, body, _pool_memory(memo), indexes)
+                result = await pool_reconcile.reconcile(rt, body, _pool_memory(memo), indexes)
         except Exception:
             rt.metrics.reconciles.labels("GenerationPool", "error").inc()
             raise
@@ -115,7 +115,7 @@ async def pool_tick(body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, memo: kop
                     **kw: Any) -> None:
     if meta.get("deletionTimestamp"):
         return
-    if _pool_lock(memo).locked() or not pools.is_due(_pool_memory(memo), spec,
+    if _pool_lock(memo).locked() or not pool_reconcile.is_due(_pool_memory(memo), spec,
                                                      meta.get("generation"), time.time()):
         return
     await _pool_pass(body, memo, kw)
@@ -137,8 +137,9 @@ async def _model_pass(body: kopf.Body, memo: kopf.Memo, kw: dict[str, Any],
     rt = _runtime(memo)
     try:
         async with asyncio.timeout(PASS_TIMEOUT_S):
-            actions = await models.reconcile(rt, body, kw["pools_by_model"], deleting=deleting)
-    except models.ModelInUse as err:
+            actions = await model_reconcile.reconcile(rt, body, kw["pools_by_model"],
+                                                      deleting=deleting)
+    except model_reconcile.ModelInUse as err:
         rt.metrics.reconciles.labels("ImageModel", "blocked").inc()
         kopf.event(body, type="Warning", reason="DeletionBlocked", message=str(err))
         raise kopf.TemporaryError(str(err), delay=10) from err

@@ -1,6 +1,6 @@
 """Leader election with a `coordination.k8s.io/v1` Lease: exactly one operator replica acts.
 
-Called by operator_main before Kopf starts: a replica first acquires the Lease (a standby waits
+Called by startup before Kopf starts: a replica first acquires the Lease (a standby waits
 here, serving only /healthz), then runs Kopf standalone while a background task renews the Lease.
 A leader that cannot renew within the renew deadline, or sees another holder, has lost: the caller
 exits the process at once (as kube-controller-manager does), and the Deployment restarts it as a

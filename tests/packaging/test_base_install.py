@@ -121,7 +121,7 @@ def test_build_tools_are_not_shipped(base_env: Path) -> None:
 
 def test_operator_extra_is_what_the_operator_imports(operator_env: Path) -> None:
     """Every operator module imports with `[operator]` alone; the worker's stack stays out."""
-    done = _python(operator_env, "import imagegen_operator.operator_main, imagegen_client")
+    done = _python(operator_env, "import imagegen_operator.startup, imagegen_client")
     assert done.returncode == 0, done.stderr
     helped = subprocess.run([str(operator_env / "bin" / "imagegen-operator"), "--help"],
                             capture_output=True, text=True, timeout=120)
