@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -226,6 +227,38 @@ def test_count_tokens_counts_with_the_model_tokenizer(tiny: ModelRunner) -> None
     assert tiny.count_tokens("a photo of a cat") == 7
     assert tiny.count_tokens("cat " * 100) == 102  # no truncation: the limit check needs it all
     assert tiny.pipeline.tokenizer.model_max_length == tokenizer.MAX_LENGTH == 77
+
+
+class SlowSettingTokenizer(tokenizer.CLIPTokenizer):  # type: ignore[misc]
+    """Widens the race window: a pause between setting padding state and encoding."""
+
+    def set_truncation_and_padding(self, *args: object, **kwargs: object) -> None:
+        super().set_truncation_and_padding(*args, **kwargs)
+        time.sleep(0.002)
+
+
+def test_counting_while_the_pipeline_pads_prompts_gives_the_true_count() -> None:
+    # A pipeline call pads prompts to 77 tokens with its tokenizer; a count sharing that
+    # tokenizer object once read 77 (the chaos suite's "prompt is 77 tokens long").
+    base = tokenizer.build_tokenizer()
+    slow = SlowSettingTokenizer(vocab=base.get_vocab(), merges=list(tokenizer._merges()),
+                                model_max_length=tokenizer.MAX_LENGTH)
+    pipe = SimpleNamespace(tokenizer=slow, scheduler=SimpleNamespace(config={}))
+    counting = ModelRunner("t", pipe, SPEC, revision="r", device="cpu")
+    stop = threading.Event()
+
+    def pipeline_encoding() -> None:
+        while not stop.is_set():
+            slow(["a cat"] * 2, padding="max_length", max_length=77, truncation=True)
+
+    padder = threading.Thread(target=pipeline_encoding)
+    padder.start()
+    try:
+        counts = {counting.count_tokens("a photo of a cat") for _ in range(200)}
+    finally:
+        stop.set()
+        padder.join()
+    assert counts == {7}
 
 
 # --- local sources -------------------------------------------------------------------------------

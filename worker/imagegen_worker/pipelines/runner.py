@@ -4,6 +4,11 @@ The consumer loads each model of its pool with `ModelRunner.load` (in a thread: 
 calls `warmup()` before reporting ready, then `generate(jobs)` for each batch of jobs sharing a
 `batch_key`. Calls are serialised by a lock; each call runs on a shallow copy of the pipeline
 with its own scheduler, so no per-call state (timesteps, guidance, step index) is ever shared.
+Token counting (`count_tokens`, called from validation threads) uses a private copy of the
+pipeline's tokenizer: a tokenizer is stateful (a fast one keeps its padding and truncation
+settings on the shared backend), and a pipeline call pads its prompts to 77 tokens with its own,
+so sharing it made a concurrent count read 77. A copy, not the lock: validation never waits on
+the GPU.
 Every image gets its own CPU `torch.Generator` seeded with its job's seed: a seed gives the same
 initial noise on any device and in any batch, so the same image up to kernel rounding (matmuls
 round differently when the batch dimension changes: at most a level on a few pixels).
@@ -60,6 +65,8 @@ class ModelRunner:
         self.optimizations = report or optimize.OptimizationReport()
         self.warmed_up = False
         self._lock = threading.Lock()
+        self._count_lock = threading.Lock()  # guards the counting tokenizer (made on first use)
+        self._counter: Any = None
         self._scheduler_config = dict(pipeline.scheduler.config)
 
     # --- construction --------------------------------------------------------------------------
@@ -123,8 +130,10 @@ class ModelRunner:
 
     def count_tokens(self, prompt: str) -> int:
         """Tokens of `prompt` with the model's tokenizer, start and end tokens included."""
-        tok = self._counting_tokenizer()
-        return len(tok(prompt, truncation=False, verbose=False)["input_ids"])
+        with self._count_lock:
+            if self._counter is None:
+                self._counter = copy.deepcopy(self._counting_tokenizer())
+            return len(self._counter(prompt, truncation=False, verbose=False)["input_ids"])
 
     def generate(self, jobs: list[ImageJob]) -> list[Image.Image]:
         """One pipeline call for jobs sharing a batch_key; images in the jobs' order."""
