@@ -108,7 +108,8 @@ class BatchRunner:
         runner = self.runners[works[0].request.model]
         for w in works:
             if w.seeds is None:
-                w.seeds = draw_seeds(w.request)
+                w.seeds = draw_seeds(w.request, namespace=self.config.namespace,
+                                     pool=self.config.pool)
         jobs = [job for w in works for job in image_jobs(w.request, w.seeds or [])]
         started_at = time.time()
         t0 = time.perf_counter()

@@ -1,9 +1,11 @@
 """Cache keys: sha256 over everything that decides the pixels (and bytes) of one image.
 
 Pure; called by `intake` (lookup before queueing) and by the batch runner (store after upload).
-Only seeded requests are cacheable: an unseeded request gets a fresh random seed, so repeating
-it must give a new image. The model revision is part of the key, so new weights never serve old
-images.
+Only seeded requests are cacheable. An unseeded request's seeds are derived from its request id
+(`jobs.derived_seed`), so a regeneration of the same id repeats its images without the cache;
+it is neither looked up nor stored, so that an unseeded request never shares images with another
+id (two ids whose derived seeds collide, or a seeded request naming that seed). The model
+revision is part of the key, so new weights never serve old images.
 """
 
 from __future__ import annotations

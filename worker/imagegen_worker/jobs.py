@@ -2,25 +2,36 @@
 per image, each with its own seed) and its compatibility key for batching.
 
 Used by `intake` (key for the scheduler) and `batchrun` (jobs for ModelRunner.generate).
+
+An unseeded request's seeds are derived from sha256(namespace/pool/request id), not drawn at
+random: a request generated again (a client retry after its job record was lost in a Redis
+outage or flush) gets the same seeds, so the same images and object keys, while different ids
+(or the same id in another pool) get different seeds.
 """
 
 from __future__ import annotations
 
-import random
+import hashlib
 from collections.abc import Hashable
 
 from .cachekey import image_seed
 from .pipelines import ImageJob, batch_key
 from .validate import ValidRequest
 
-RANDOM_SEED_BOUND = 2**32  # drawn seeds fit every common tool's seed field
+DERIVED_SEED_BOUND = 2**32  # derived seeds fit every common tool's seed field
 
 
-def draw_seeds(request: ValidRequest, rng: random.Random | None = None) -> list[int]:
-    """Seeds of the request's images: seed, seed+1, … (unseeded: from a fresh random base)."""
+def derived_seed(namespace: str, pool: str, request_id: str) -> int:
+    """Base seed of an unseeded request: the first 4 bytes of sha256(namespace/pool/id)."""
+    digest = hashlib.sha256(f"{namespace}/{pool}/{request_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") % DERIVED_SEED_BOUND
+
+
+def draw_seeds(request: ValidRequest, *, namespace: str, pool: str) -> list[int]:
+    """Seeds of the request's images: seed, seed+1, … (unseeded: from the derived base seed)."""
     base = request.seed
     if base is None:
-        base = (rng or random.SystemRandom()).randrange(RANDOM_SEED_BOUND)
+        base = derived_seed(namespace, pool, request.request_id)
     return [image_seed(base, i) for i in range(request.num_images)]
 
 

@@ -53,7 +53,7 @@ class ValidRequest:
     steps: int
     guidance: float
     sampler: str
-    seed: int | None  # None: unseeded, the worker draws a seed and does not cache
+    seed: int | None  # None: unseeded, seeds derived from the id (jobs.py), never cached
     num_images: int
     output_format: str
     tier: str
