@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -95,3 +98,15 @@ def test_fault_hooks_parse_and_fire() -> None:
         f.check_prompts(["fine", "a POISON pill"])
     with pytest.raises(ValueError, match="unknown fault hook"):
         Faults.parse("explode=1")
+
+
+def test_kill_prompt_hook_sigkills_its_own_process() -> None:
+    f = Faults.parse("kill_prompt=KILLME")
+    assert f == Faults(kill_prompt="KILLME") and f.active
+    f.check_prompts(["fine"])  # other batches live on (this process too)
+    code = ("from imagegen_worker.faults import Faults\n"
+            "Faults.parse('kill_prompt=KILLME').check_prompts(['ok', 'KILLME please'])\n"
+            "print('survived')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=False, timeout=60)
+    assert done.returncode == -signal.SIGKILL and "survived" not in done.stdout
