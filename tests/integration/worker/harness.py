@@ -252,7 +252,9 @@ class Pool:
             tp = TopicPartition(self.config.kafka.dlq_topic, 0)
             consumer.assign([tp])
             end = (await consumer.end_offsets([tp]))[tp]
-            await consumer.seek_to_beginning(tp)
+            # An explicit seek: seek_to_beginning's lazy reset was seen to make position()
+            # report the end offset, so the loop below read nothing (the chaos audit found it).
+            consumer.seek(tp, (await consumer.beginning_offsets([tp]))[tp])
             out: list[dict[str, Any]] = []
             while await consumer.position(tp) < end:
                 batch = await consumer.getmany(tp, timeout_ms=1000)
