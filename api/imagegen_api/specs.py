@@ -263,6 +263,15 @@ class ValueFrom(KubeModel):
     secret_key_ref: KeyRef | None = None
 
 
+ColdWake = Literal["Always", "NearMaxWait", "Never"]
+# A tier promising at least this wait (seconds) leaves the cold pool asleep by default until its
+# requests approach their max wait: warm workers are expected to catch up within the promise.
+PATIENT_WAIT_SECONDS = 120
+# NearMaxWait: the cold pool may wake once a tier's oldest request has waited this share of its
+# maxWaitSeconds (spot nodes take minutes to come up).
+NEAR_MAX_WAIT_FRACTION = 0.5
+
+
 class Tier(KubeModel):
     name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=20)
     weight: int = Field(ge=1, le=1000)
@@ -270,6 +279,19 @@ class Tier(KubeModel):
         300, ge=1, le=86400,
         description="A request older than this is served before any younger one "
         "(starvation guard).")
+    wake_cold: ColdWake | None = Field(
+        None,
+        description="Whether this tier's backlog may wake and grow the cold (spot) pool: "
+        "Always; NearMaxWait (only once its oldest request has waited half of maxWaitSeconds); "
+        "Never (warm workers only). Absent: NearMaxWait for a tier that promises "
+        f"maxWaitSeconds >= {PATIENT_WAIT_SECONDS} (relax), Always otherwise (turbo, fast).")
+
+    @property
+    def cold_wake(self) -> ColdWake:
+        """wakeCold, or its default from the tier's promise."""
+        if self.wake_cold is not None:
+            return self.wake_cold
+        return "NearMaxWait" if self.max_wait_seconds >= PATIENT_WAIT_SECONDS else "Always"
 
 
 DEFAULT_TIER_SPECS: tuple[Tier, ...] = (
@@ -517,6 +539,10 @@ class QueueStatus(KubeModel):
         default_factory=list,
         description="Partitions whose backlog has not moved for a while although workers are "
         "ready.")
+    oldest_seconds_by_tier: dict[str, int] = Field(
+        default_factory=dict,
+        description="Seconds the oldest pending request of each tier has waited (estimated "
+        "from when the operator saw the end offsets move; low by at most one poll).")
 
 
 class GenerationPoolStatus(KubeModel):

@@ -34,6 +34,13 @@ class OperatorMetrics:
                                   ["namespace", "pool", "role"], registry=r)
         self.pool_ready = Gauge("imagegen_pool_ready_replicas", "Ready workers",
                                 ["namespace", "pool", "role"], registry=r)
+        self.pool_oldest = Gauge(
+            "imagegen_pool_queue_oldest_seconds",
+            "Seconds the oldest pending request of a tier has waited",
+            ["namespace", "pool", "tier"], registry=r)
+        self.pool_max_wait = Gauge(
+            "imagegen_pool_tier_max_wait_seconds", "A tier's promised maxWaitSeconds",
+            ["namespace", "pool", "tier"], registry=r)
         self.pool_throughput = Gauge("imagegen_pool_throughput_images_per_minute",
                                      "Images per minute from fresh worker heartbeats",
                                      ["namespace", "pool"], registry=r)
@@ -50,12 +57,13 @@ class OperatorMetrics:
             self.pool_throughput.remove(namespace, pool)
         except KeyError:
             pass
-        # Per-tier lag series of this pool, whatever its tiers were.
-        for metric in self.pool_lag.collect():
-            for sample in metric.samples:
-                labels = sample.labels
-                if labels.get("namespace") == namespace and labels.get("pool") == pool:
-                    try:
-                        self.pool_lag.remove(namespace, pool, labels["tier"])
-                    except KeyError:
-                        pass
+        # Per-tier series of this pool, whatever its tiers were.
+        for gauge in (self.pool_lag, self.pool_oldest, self.pool_max_wait):
+            for metric in gauge.collect():
+                for sample in metric.samples:
+                    labels = sample.labels
+                    if labels.get("namespace") == namespace and labels.get("pool") == pool:
+                        try:
+                            gauge.remove(namespace, pool, labels["tier"])
+                        except KeyError:
+                            pass

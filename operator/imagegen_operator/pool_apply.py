@@ -46,6 +46,10 @@ def _export_metrics(rt: Runtime, namespace: str, name: str, plan: PoolPlan) -> N
     st = plan.status
     for tier, lag in (st.get("queue") or {}).get("lagByTier", {}).items():
         m.pool_lag.labels(namespace, name, tier).set(lag)
+    for tier, seconds in (st.get("queue") or {}).get("oldestSecondsByTier", {}).items():
+        m.pool_oldest.labels(namespace, name, tier).set(seconds)
+    for tier, seconds in plan.tier_max_wait.items():
+        m.pool_max_wait.labels(namespace, name, tier).set(seconds)
     for role in naming.ROLES:
         part = st.get(role)
         if isinstance(part, dict):

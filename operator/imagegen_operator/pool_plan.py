@@ -25,6 +25,7 @@ from . import builders
 from .builders.context import OperatorDefaults
 from .builders.workload import worker_image
 from .problems import Problem, Reason
+from .scaling.backlog_age import EndHistory, oldest_ages, record_ends
 from .scaling.drain_order import WorkerPod, deletion_costs
 from .scaling.lag import LagSnapshot, Stall, TopicPartition, stalled_for, track_stalls
 from .scaling.policy import Decision, Observed, ScalerState, decide
@@ -73,6 +74,8 @@ class PoolMemory:
     # Partitions with a backlog: (committed offset, since when it has not moved).
     stalls: Mapping[TopicPartition, tuple[int | None, float]] = field(default_factory=dict)
     stalled_reported: tuple[str, ...] = ()
+    # When each partition's end offset was seen to move: the age of the oldest pending request.
+    end_history: EndHistory = field(default_factory=dict)
     # Digest of the children last applied successfully, and when.
     applied_digest: str | None = None
     applied_at: float = 0.0
@@ -152,6 +155,7 @@ class _Report:
     spec: GenerationPoolSpec
     old_status: GenerationPoolStatus | None
     decision: Decision
+    ages: Mapping[str, float]
     warm: RoleObservation
     cold: RoleObservation
     problems: tuple[Problem, ...]
@@ -176,6 +180,8 @@ class PoolPlan:
     # (role, before, after) applied when the children are: for metrics.
     scaled: tuple[tuple[str, int, int], ...]
     memory: PoolMemory
+    # Each tier's maxWaitSeconds, exported next to its oldest pending age (alerts compare them).
+    tier_max_wait: Mapping[str, int] = field(default_factory=dict)
     _report: _Report | None = None
 
     def apply_failed(self, problem: Problem) -> PoolPlan:
@@ -228,12 +234,14 @@ def plan(state: PoolState, memory: PoolMemory, config: PlanSettings) -> PoolPlan
         cold_ready=cold.ready,
         throughput_per_worker=per_worker_rate(state.heartbeats),
     )
-    decision = decide(spec, k.lag, observed, memory.scaler, state.now, k.lag_error)
+    end_history, ages = _backlog_ages(spec, k.lag, memory.end_history, state.now)
+    decision = decide(spec, k.lag, observed, memory.scaler, state.now, k.lag_error, ages)
 
     children = _children(state, spec, decision, config, problems)
 
     report = _Report(state=state, spec=spec, old_status=old_status, decision=decision,
-                     warm=warm, cold=cold, problems=tuple(problems), stalls=tuple(stalls),
+                     ages=ages, warm=warm, cold=cold, problems=tuple(problems),
+                     stalls=tuple(stalls),
                      events_before=tuple(events), lag_failing=memory.lag_failing,
                      memory_before=memory)
     applied = bool(children)
@@ -257,7 +265,8 @@ def plan(state: PoolState, memory: PoolMemory, config: PlanSettings) -> PoolPlan
             scaler=decision.state, topics_ensured=topics_ensured, last_poll=state.now,
             last_generation=state.generation, lag_failing=k.lag_error is not None,
             kafka_failing=kafka_failing, stalls=stall_memory, stalled_reported=where,
-            applied_digest=digest, applied_at=applied_at),
+            end_history=end_history, applied_digest=digest, applied_at=applied_at),
+        tier_max_wait={t.name: t.max_wait_seconds for t in spec.queue.tiers},
         _report=report,
     )
 
@@ -345,6 +354,7 @@ def _events_and_status(r: _Report, *, applied: bool) -> tuple[tuple[PassEvent, .
         cold=replace(r.cold, desired=d.cold),
         queue=QueueObservation(
             lag_by_tier={t.tier: t.lag for t in lag.tiers} if lag else {},
+            oldest_by_tier=dict(r.ages),
             partitions=lag.partitions_total if lag else 0, error=lag_error),
         heartbeats=r.state.heartbeats,
         problems=r.problems,
@@ -403,6 +413,18 @@ def _stalls(state: PoolState, spec: GenerationPoolSpec, memory: PoolMemory, read
     waits = {naming.tier_topic(state.namespace, state.name, t.name): 1.5 * t.max_wait_seconds
              for t in spec.queue.tiers}
     return since, stalled_for(since, lag, state.now, threshold, waits)
+
+
+def _backlog_ages(spec: GenerationPoolSpec, lag: LagSnapshot | None, history: EndHistory,
+                  now: float) -> tuple[EndHistory, dict[str, float]]:
+    """The end-offset history with this pass, and the oldest pending age of each tier (empty
+    without a lag reading: the history is kept as it was)."""
+    if lag is None:
+        return history, {}
+    # Long enough to see a patient tier reach its max wait, and a little past it.
+    keep = max(600.0, 2.0 * max(t.max_wait_seconds for t in spec.queue.tiers))
+    history = record_ends(history, lag, now, keep)
+    return history, oldest_ages(history, lag, now)
 
 
 def per_worker_rate(heartbeats: tuple[Heartbeat, ...]) -> float | None:

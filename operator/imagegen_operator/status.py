@@ -49,6 +49,8 @@ class RoleObservation:
 class QueueObservation:
     lag_by_tier: dict[str, int] = field(default_factory=dict)
     partitions: int = 0
+    # Seconds the oldest pending request of each tier has waited (scaling/backlog_age).
+    oldest_by_tier: dict[str, float] = field(default_factory=dict)
     error: str | None = None  # lag could not be read; the last good numbers are kept
 
     @property
@@ -154,6 +156,8 @@ def pool_status(spec: GenerationPoolSpec, obs: PoolObservation, old: GenerationP
 
     lag_by_tier = obs.queue.lag_by_tier if not obs.queue.error else old.queue.lag_by_tier
     partitions = obs.queue.partitions if not obs.queue.error else old.queue.partitions
+    oldest = ({t: int(s) for t, s in obs.queue.oldest_by_tier.items()}
+              if not obs.queue.error else old.queue.oldest_seconds_by_tier)
     return GenerationPoolStatus(
         observed_generation=gen,
         model=spec.default_model,
@@ -166,7 +170,8 @@ def pool_status(spec: GenerationPoolSpec, obs: PoolObservation, old: GenerationP
         cold=RolePoolStatus(desired=obs.cold.desired, replicas=obs.cold.replicas,
                             ready=obs.cold.ready),
         queue=QueueStatus(lag=sum(lag_by_tier.values()), lag_by_tier=dict(lag_by_tier),
-                          partitions=partitions, stalled_partitions=list(obs.stalled)),
+                          partitions=partitions, stalled_partitions=list(obs.stalled),
+                          oldest_seconds_by_tier=dict(oldest)),
         throughput=rate,
         busy_workers=busy,
         last_scale_time=iso(now) if obs.scaled else old.last_scale_time,

@@ -25,6 +25,16 @@ class PartitionLag:
     end_offset: int
     committed: int | None  # None: the group never committed on this partition
     lag: int
+    tier: str = ""
+
+    @property
+    def key(self) -> TopicPartition:
+        return (self.topic, self.partition)
+
+    @property
+    def first_pending(self) -> int:
+        """Offset of the oldest message the group has not consumed (valid when lag > 0)."""
+        return self.end_offset - self.lag
 
 
 @dataclass(frozen=True)
@@ -98,7 +108,7 @@ def compute_lag(
             if c is None:
                 missing += 1
             lag = partition_lag(end, c, begin_offsets.get(tp, 0))
-            parts.append(PartitionLag(topic, p, end, c, lag))
+            parts.append(PartitionLag(topic, p, end, c, lag, tier))
             lags.append(lag)
         tiers.append(TierLag(tier, sum(lags), len(lags), max(lags, default=0)))
     return LagSnapshot(

@@ -13,7 +13,13 @@ Order of the rules:
    the highest recommendation of the down window;
 4. split warm first (never below ``warm.minReplicas``, at most ``warm.maxReplicas``), the overflow
    to cold (at most ``cold.maxReplicas``); cold wakes from zero only above ``cold.activationLag``
-   and, once awake, stays until the stabilized overflow is zero.
+   and, once awake, stays until the stabilized overflow is zero;
+5. tier-aware cold: each tier's backlog is weighed by its promise (``Tier.cold_wake``). Warm is
+   sized from the whole backlog; cold only for the workers that the backlog of tiers allowed to
+   wake it asks for (rules 1-3 again on that part, with its own stabilized recommendation), above
+   what warm gives. A patient tier (relax: NearMaxWait) joins that part once its oldest request
+   has waited ``NEAR_MAX_WAIT_FRACTION`` of its maxWaitSeconds; a Never tier never does. With
+   every tier Always (or no patient backlog) this is rule 4 unchanged.
 
 The baseline is the replica count the Deployments ask for, not the ready count: a pod that waits
 for a GPU node (Pending) is capacity on its way, not a failure, and must not trigger more scaling.
@@ -27,10 +33,11 @@ This is the only place that decides replica counts: the builders render what it 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from imagegen_api import naming
-from imagegen_api.specs import GenerationPoolSpec
+from imagegen_api.specs import NEAR_MAX_WAIT_FRACTION, GenerationPoolSpec
 
 from .lag import LagSnapshot
 
@@ -54,6 +61,12 @@ class Observed:
 class Recommendation:
     at: float
     workers: int
+    # Workers asked for by the backlog that may wake the cold pool; None: the same as workers.
+    cold_workers: int | None = None
+
+    @property
+    def cold(self) -> int:
+        return self.workers if self.cold_workers is None else self.cold_workers
 
 
 @dataclass(frozen=True)
@@ -98,7 +111,10 @@ def decide(
     state: ScalerState,
     now: float,
     lag_error: str | None = None,
+    ages: Mapping[str, float] | None = None,
 ) -> Decision:
+    """`ages`: seconds the oldest pending request of each tier has waited (scaling/backlog_age);
+    absent tiers count as 0 (a patient tier then waits for warm workers)."""
     if observed.warm_replicas is None:
         observed = replace(observed, warm_replicas=spec.warm.min_replicas)
     if lag is None:
@@ -108,6 +124,10 @@ def decide(
     raw, how = _raw_workers(spec, lag.total, observed.throughput_per_worker)
     notes = [f"lag {lag.describe()} / {how} = {raw} workers"]
 
+    cold_lag, waiting = _cold_lag(spec, lag, ages or {})
+    raw_cold = raw if cold_lag == lag.total else _raw_workers(
+        spec, cold_lag, observed.throughput_per_worker)[0]
+
     rec = raw
     cap = lag.busiest_tier_partitions
     lagging = lag.lagging_partitions
@@ -115,6 +135,7 @@ def decide(
     if skewed:
         cap = lagging
     capped = not auto.allow_idle_consumers and cap > 0 and raw > cap
+    rec_cold = min(raw_cold, cap) if not auto.allow_idle_consumers and cap > 0 else raw_cold
     if capped:
         rec = cap
         if skewed:
@@ -132,7 +153,7 @@ def decide(
     if not state.history or (
             state.held and not any(now - r.at < down_window for r in history)):
         history = (*history, Recommendation(now, observed.replicas))
-    history = (*history, Recommendation(now, rec))
+    history = (*history, Recommendation(now, rec, None if rec_cold == rec else rec_cold))
 
     stable = _stabilize(
         rec,
@@ -158,17 +179,28 @@ def decide(
     warm_spec, cold_spec = spec.warm, spec.cold
     warm = min(max(stable, warm_spec.min_replicas), warm_spec.max_replicas)
     overflow = max(0, stable - warm)
+    if waiting and overflow > 0:
+        # The same windows on the part that may wake cold: no flapping as a patient tier
+        # crosses its threshold, no sudden drop when the urgent backlog drains.
+        stable_cold = _stabilize(
+            rec_cold, observed.replicas, history, now, auto.scale_up_stabilization_seconds,
+            auto.scale_down_stabilization_seconds, cold=True)
+        allowed = min(overflow, max(0, stable_cold - warm))
+        if allowed < overflow:
+            notes.append(f"cold for {cold_lag} of the backlog only ({allowed} of {overflow} "
+                         f"overflow workers): " + ", ".join(waiting))
+        overflow = allowed
     # Pods already running on cold nodes mean cold is awake, even if this state was lost.
     cold_active = state.cold_active or observed.cold_replicas > 0
     cold = 0
     if overflow > 0 and cold_spec.max_replicas > 0:
-        if cold_active or lag.total > cold_spec.activation_lag:
+        if cold_active or cold_lag > cold_spec.activation_lag:
             cold = min(overflow, cold_spec.max_replicas)
             if overflow > cold:
                 notes.append(f"{overflow - cold} workers over cold.maxReplicas")
         else:
             notes.append(
-                f"cold asleep: lag {lag.total} <= activationLag {cold_spec.activation_lag}"
+                f"cold asleep: lag {cold_lag} <= activationLag {cold_spec.activation_lag}"
             )
     elif overflow > 0:
         notes.append(f"{overflow} workers over warm.maxReplicas and no cold pool")
@@ -202,6 +234,33 @@ def decide(
     )
 
 
+def _cold_lag(spec: GenerationPoolSpec, lag: LagSnapshot,
+              ages: Mapping[str, float]) -> tuple[int, list[str]]:
+    """The backlog allowed to wake the cold pool, and why the rest is not (for the reason).
+    A tier the spec does not list (topics of a removed tier cannot exist: CEL) counts."""
+    tiers = {t.name: t for t in spec.queue.tiers}
+    allowed = 0
+    waiting: list[str] = []
+    for t in lag.tiers:
+        tier = tiers.get(t.tier)
+        if t.lag <= 0:
+            continue
+        mode = tier.cold_wake if tier is not None else "Always"
+        if tier is None or mode == "Always":
+            allowed += t.lag
+            continue
+        age = ages.get(t.tier, 0.0)
+        due = NEAR_MAX_WAIT_FRACTION * tier.max_wait_seconds
+        if mode == "NearMaxWait" and age >= due:
+            allowed += t.lag
+        elif mode == "NearMaxWait":
+            waiting.append(f"{t.tier} {t.lag} waits for warm (oldest {age:.0f}s < {due:.0f}s, "
+                           f"half its {tier.max_wait_seconds}s max wait)")
+        else:
+            waiting.append(f"{t.tier} {t.lag} waits for warm (wakeCold Never)")
+    return allowed, waiting
+
+
 def _raw_workers(spec: GenerationPoolSpec, lag: int, per_worker: float | None) -> tuple[int, str]:
     """Workers the lag asks for, and how that was computed (for the reason)."""
     auto = spec.autoscaling
@@ -229,11 +288,16 @@ def _stabilize(
     now: float,
     up_window: int,
     down_window: int,
+    cold: bool = False,
 ) -> int:
     """The HPA rule: up to the lowest recommendation of the up window, down to the highest of
-    the down window; a window of 0 follows the current recommendation at once."""
-    up = min((r.workers for r in history if now - r.at < up_window), default=rec)
-    down = max((r.workers for r in history if now - r.at < down_window), default=rec)
+    the down window; a window of 0 follows the current recommendation at once. `cold`: over
+    the recommendations for the backlog that may wake the cold pool."""
+    def of(r: Recommendation) -> int:
+        return r.cold if cold else r.workers
+
+    up = min((of(r) for r in history if now - r.at < up_window), default=rec)
+    down = max((of(r) for r in history if now - r.at < down_window), default=rec)
     up, down = min(up, rec), max(down, rec)
     stable = current
     if stable < up:

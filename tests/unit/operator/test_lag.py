@@ -58,7 +58,7 @@ def test_tiers_total_and_busiest() -> None:
     assert (turbo.tier, turbo.partitions, turbo.max_partition_lag) == ("turbo", 3, 10)
     assert snap.describe() == "21 (turbo 20, fast 1, relax 0)"
     assert len(snap.partitions) == 9
-    assert snap.partitions[0] == PartitionLag("t.turbo", 0, 10, 0, 10)
+    assert snap.partitions[0] == PartitionLag("t.turbo", 0, 10, 0, 10, "turbo")
 
 
 def test_group_that_never_committed_counts_from_log_start() -> None:
