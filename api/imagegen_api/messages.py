@@ -164,6 +164,10 @@ class Heartbeat(Message):
     processed: int = 0
     failed: int = 0
     images_per_second: float = 0.0  # recent throughput (sliding window)
+    # Counters since this process started (started_at): the operator's hourly figures.
+    images: int = 0  # images generated
+    cache_hits: int = 0  # requests answered from the cache
+    cache_misses: int = 0  # seeded requests the cache could not answer
     batch_seconds_p50: float | None = None
     interval_seconds: float
     updated_at: float

@@ -560,6 +560,14 @@ class GenerationPoolStatus(KubeModel):
     throughput: float = Field(
         0.0, description="Images per minute, summed over fresh heartbeats.")
     busy_workers: int = 0
+    images_per_hour: int = Field(
+        0, description="Images served in the last hour (generated, plus requests answered from "
+        "the cache), from the counters in worker heartbeats.")
+    cache_hit_rate: str = Field(
+        "-", description='Cache hits / lookups of the last hour ("42%"; "-" without lookups), '
+        "for the wide HIT-RATE column.")
+    cache_hit_ratio: float | None = Field(
+        None, description="The same as a number from 0 to 1; absent without lookups.")
     last_scale_time: str | None = None
     last_scale_reason: str | None = None
     conditions: list[Condition] = Field(default_factory=list)

@@ -21,7 +21,7 @@ from imagegen_api.messages import Heartbeat
 from imagegen_api.specs import GenerationPoolSpec, GenerationPoolStatus, ImageModelSpec
 from pydantic import ValidationError
 
-from . import builders
+from . import builders, serving
 from .builders.context import OperatorDefaults
 from .builders.workload import worker_image
 from .problems import Problem, Reason
@@ -76,6 +76,8 @@ class PoolMemory:
     stalled_reported: tuple[str, ...] = ()
     # When each partition's end offset was seen to move: the age of the oldest pending request.
     end_history: EndHistory = field(default_factory=dict)
+    # Heartbeat counters of the last hour, per worker: images served and cache hit rate.
+    served: serving.Samples = field(default_factory=dict)
     # Digest of the children last applied successfully, and when.
     applied_digest: str | None = None
     applied_at: float = 0.0
@@ -156,6 +158,7 @@ class _Report:
     old_status: GenerationPoolStatus | None
     decision: Decision
     ages: Mapping[str, float]
+    served: serving.Served
     warm: RoleObservation
     cold: RoleObservation
     problems: tuple[Problem, ...]
@@ -235,12 +238,14 @@ def plan(state: PoolState, memory: PoolMemory, config: PlanSettings) -> PoolPlan
         throughput_per_worker=per_worker_rate(state.heartbeats),
     )
     end_history, ages = _backlog_ages(spec, k.lag, memory.end_history, state.now)
+    served_samples = serving.record(memory.served, state.heartbeats, state.now)
     decision = decide(spec, k.lag, observed, memory.scaler, state.now, k.lag_error, ages)
 
     children = _children(state, spec, decision, config, problems)
 
     report = _Report(state=state, spec=spec, old_status=old_status, decision=decision,
-                     ages=ages, warm=warm, cold=cold, problems=tuple(problems),
+                     ages=ages, served=serving.served(served_samples, state.now),
+                     warm=warm, cold=cold, problems=tuple(problems),
                      stalls=tuple(stalls),
                      events_before=tuple(events), lag_failing=memory.lag_failing,
                      memory_before=memory)
@@ -265,7 +270,8 @@ def plan(state: PoolState, memory: PoolMemory, config: PlanSettings) -> PoolPlan
             scaler=decision.state, topics_ensured=topics_ensured, last_poll=state.now,
             last_generation=state.generation, lag_failing=k.lag_error is not None,
             kafka_failing=kafka_failing, stalls=stall_memory, stalled_reported=where,
-            end_history=end_history, applied_digest=digest, applied_at=applied_at),
+            end_history=end_history, served=served_samples, applied_digest=digest,
+            applied_at=applied_at),
         tier_max_wait={t.name: t.max_wait_seconds for t in spec.queue.tiers},
         _report=report,
     )
@@ -362,6 +368,7 @@ def _events_and_status(r: _Report, *, applied: bool) -> tuple[tuple[PassEvent, .
         scale_reason=d.reason,
         scaling_held=d.held,
         stalled=[str(s) for s in r.stalls],
+        served=r.served,
     )
     status = pool_status(r.spec, obs, r.old_status, _wall(r.state.now))
     return tuple(events), status.to_wire()

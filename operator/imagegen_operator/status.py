@@ -23,6 +23,7 @@ from imagegen_api.specs import (
 )
 
 from .problems import Problem
+from .serving import Served
 
 READY = "Ready"
 SCALING = "Scaling"
@@ -73,6 +74,8 @@ class PoolObservation:
     scaling_held: bool = False
     # Partitions whose backlog does not move while workers are ready (readable lines).
     stalled: Sequence[str] = ()
+    # Images and cache lookups of the last hour (serving.py); None: not computed this pass.
+    served: Served | None = None
 
 
 def merge_conditions(old: Iterable[Condition], new: Iterable[Condition],
@@ -174,10 +177,17 @@ def pool_status(spec: GenerationPoolSpec, obs: PoolObservation, old: GenerationP
                           oldest_seconds_by_tier=dict(oldest)),
         throughput=rate,
         busy_workers=busy,
+        images_per_hour=obs.served.images if obs.served else old.images_per_hour,
+        cache_hit_rate=obs.served.hit_rate_text() if obs.served else old.cache_hit_rate,
+        cache_hit_ratio=(_ratio(obs.served.hit_rate) if obs.served else old.cache_hit_ratio),
         last_scale_time=iso(now) if obs.scaled else old.last_scale_time,
         last_scale_reason=obs.scale_reason if obs.scaled else old.last_scale_reason,
         conditions=merge_conditions(old.conditions, conditions, now),
     )
+
+
+def _ratio(rate: float | None) -> float | None:
+    return None if rate is None else round(rate, 4)
 
 
 def invalid_spec_conditions(message: str, generation: int | None,

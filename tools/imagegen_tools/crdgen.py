@@ -140,6 +140,9 @@ POOL_COLUMNS = [
     AGE,
     _column("Throughput", ".status.throughput", "number", 1, "Images per minute"),
     _column("Desired", ".status.desired", "string", 1, "Desired warm/cold replicas"),
+    _column("Hit-Rate", ".status.cacheHitRate", "string", 1,
+            "Cache hit rate of the last hour (hits / lookups)"),
+    _column("Images/h", ".status.imagesPerHour", "integer", 1, "Images served in the last hour"),
     _column("Last-Scale", ".status.lastScaleReason", "string", 1, "Why the last scale happened"),
 ]
 

@@ -299,6 +299,7 @@ class WorkerApp:
     def _heartbeat(self) -> Heartbeat:
         self.stats.in_flight = self._pending()
         first = self.runners.get(self.config.default_model)
+        hits, misses = heartbeat.cache_counts(self.metrics)
         return heartbeat.build(
             worker=self.worker,
             role=self.settings.role,
@@ -310,4 +311,6 @@ class WorkerApp:
             interval_seconds=self.config.heartbeat_seconds,
             now=time.time(),
             started_at=self.started_at,
+            cache_hits=hits,
+            cache_misses=misses,
         )

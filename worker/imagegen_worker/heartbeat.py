@@ -39,8 +39,10 @@ def build(
     interval_seconds: float,
     now: float,
     started_at: float,
+    cache_hits: int = 0,
+    cache_misses: int = 0,
 ) -> Heartbeat:
-    """The heartbeat value for this moment."""
+    """The heartbeat value for this moment; `cache_hits`/`cache_misses` from `cache_counts`."""
     return Heartbeat(
         worker=worker,
         role=role,
@@ -52,11 +54,23 @@ def build(
         processed=snapshot.processed,
         failed=snapshot.failed,
         images_per_second=snapshot.images_per_second,
+        images=snapshot.images,
+        cache_hits=cache_hits,
+        cache_misses=cache_misses,
         batch_seconds_p50=snapshot.batch_seconds_p50,
         interval_seconds=interval_seconds,
         updated_at=now,
         started_at=started_at,
     )
+
+
+def cache_counts(metrics: WorkerMetrics) -> tuple[int, int]:
+    """(hits, misses) of the image cache since start, read from the worker's own counters
+    (the cache and intake count there; one source of truth for /metrics and the heartbeat)."""
+    def total(name: str) -> int:
+        return int(metrics.registry.get_sample_value(f"{name}_total") or 0)
+
+    return total("imagegen_cache_hits"), total("imagegen_cache_misses")
 
 
 def key_ttl_seconds(interval_seconds: float) -> int:

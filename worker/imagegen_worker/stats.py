@@ -18,6 +18,7 @@ class Snapshot:
     processed: int
     failed: int
     in_flight: int
+    images: int
     images_per_second: float
     batch_seconds_p50: float | None
 
@@ -31,6 +32,7 @@ class WorkerStats:
         self.processed = 0  # requests answered (any status)
         self.failed = 0  # requests answered failed (after their last attempt)
         self.in_flight = 0  # fetched, not answered
+        self.images = 0  # images generated since start
         self._images: deque[tuple[float, int]] = deque()
         self._batches: deque[float] = deque(maxlen=batch_samples)
 
@@ -41,6 +43,7 @@ class WorkerStats:
 
     def images_done(self, count: int) -> None:
         self._images.append((self.clock(), count))
+        self.images += count
 
     def batch_done(self, seconds: float) -> None:
         self._batches.append(seconds)
@@ -57,6 +60,7 @@ class WorkerStats:
             processed=self.processed,
             failed=self.failed,
             in_flight=self.in_flight,
+            images=self.images,
             images_per_second=round(self.images_per_second(), 4),
             batch_seconds_p50=(round(statistics.median(self._batches), 4)
                                if self._batches else None),

@@ -25,7 +25,7 @@ def test_payload_carries_state_counters_and_freshness(clock: Any) -> None:
     )
     assert hb == Heartbeat(
         worker="tiny-warm-0", role="warm", state="ready", ready=True, models=["tiny"],
-        model_revision="rev", in_flight=3, processed=2, failed=1, images_per_second=0.4,
+        model_revision="rev", in_flight=3, processed=2, failed=1, images_per_second=0.4, images=12,
         batch_seconds_p50=0.7, interval_seconds=5, updated_at=1000.0, started_at=900.0,
     )
     assert Heartbeat.from_bytes(hb.to_bytes()) == hb
@@ -54,3 +54,18 @@ def test_no_batches_no_median(clock: Any) -> None:
 def test_hash_ttl_is_generous() -> None:
     assert heartbeat.key_ttl_seconds(5) == 300
     assert heartbeat.key_ttl_seconds(60) == 1200
+
+
+def test_cache_counts_come_from_the_workers_own_counters() -> None:
+    from imagegen_worker.metrics import WorkerMetrics
+
+    metrics = WorkerMetrics()
+    assert heartbeat.cache_counts(metrics) == (0, 0)
+    metrics.cache_hits.inc(3)
+    metrics.cache_misses.inc()
+    hits, misses = heartbeat.cache_counts(metrics)
+    hb = heartbeat.build(
+        worker="w", role="warm", state="ready", ready=True, models=["tiny"], model_revision=None,
+        snapshot=WorkerStats().snapshot(), interval_seconds=5, now=1.0, started_at=0.0,
+        cache_hits=hits, cache_misses=misses)
+    assert (hb.cache_hits, hb.cache_misses, hb.images) == (3, 1, 0)
