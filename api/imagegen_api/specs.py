@@ -392,6 +392,10 @@ class CacheSpec(KubeModel):
     ttl_seconds: int = Field(86400, ge=1, le=30 * 86400)
 
 
+# Ten years: a longer retention is no retention; remove the field instead.
+MAX_RETENTION_DAYS = 3650
+
+
 class StorageSpec(KubeModel):
     endpoint: str | None = Field(None, max_length=1024)
     bucket: str = Field("imagegen", pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -401,6 +405,12 @@ class StorageSpec(KubeModel):
         description="Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; absent: the "
         "operator's default.")
     url_ttl_seconds: int = Field(3600, ge=60, le=7 * 86400)
+    retention_days: int | None = Field(
+        None, ge=1, le=MAX_RETENTION_DAYS,
+        description="Objects under the pool's prefix (<namespace>/<pool>/: images and answer "
+        "manifests) expire this many days after they were written, by an S3 lifecycle rule the "
+        f"workers set on the bucket (1 to {MAX_RETENTION_DAYS}); absent: kept until deleted "
+        "(a rule set before is removed).")
 
 
 class SafetySpec(KubeModel):

@@ -70,6 +70,7 @@ class StorageSettings(KubeModel):
     bucket: str = "imagegen"
     region: str = "us-east-1"
     url_ttl_seconds: int = 3600
+    retention_days: int | None = None  # S3 lifecycle on the pool's prefix; None: none
 
 
 class WorkerConfig(KubeModel):

@@ -75,6 +75,13 @@ BAD = [
      ['unknown field "spec.warm.minReplica"']),
     ("negative cold maximum", POOL, "models: [m]\ncold: {maxReplicas: -1}",
      ["spec.cold.maxReplicas", "greater than or equal to 0"]),
+    ("retention of zero days", POOL, "models: [m]\nstorage: {retentionDays: 0}",
+     ["spec.storage.retentionDays", "greater than or equal to 1"]),
+    ("retention over ten years", POOL, "models: [m]\nstorage: {retentionDays: 4000}",
+     ["spec.storage.retentionDays", "less than or equal to 3650"]),
+    ("unknown wakeCold", POOL,
+     "models: [m]\nqueue:\n  tiers:\n  - {name: relax, weight: 1, wakeCold: Sometimes}",
+     ["spec.queue.tiers[0].wakeCold", "Unsupported value", "NearMaxWait"]),
 ]
 
 

@@ -29,7 +29,7 @@ from imagegen_api.messages import Heartbeat, WorkerState
 from imagegen_api.specs import ImageModelSpec
 from imagegen_api.workerconfig import WorkerConfig
 
-from . import heartbeat, results, wiring
+from . import heartbeat, lifecycle, results, wiring
 from .consumer import LEAVE_TIMEOUT_S, Consumer
 from .dispatch import Dispatcher
 from .faults import Faults
@@ -210,10 +210,26 @@ class WorkerApp:
         self.heartbeats.poke()
         return True
 
+    async def _ensure_retention(self, store: ObjectStore) -> None:
+        """The pool's S3 lifecycle rule (storage.retentionDays); never fatal."""
+        s, ns, pool = self.config.storage, self.config.namespace, self.config.pool
+        try:
+            ok = await asyncio.to_thread(
+                lifecycle.ensure_retention, store.client, s.bucket, ns, pool,
+                naming.object_prefix(ns, pool), s.retention_days)
+        except Exception as exc:
+            log.log(logging.WARNING if s.retention_days else logging.INFO,
+                    "storage lifecycle not set", extra=fields(error=repr(exc)))
+            return
+        if not ok:
+            log.warning("storage lifecycle rule overwritten concurrently; the next worker to "
+                        "start sets it again")
+
     async def _connect(self) -> Dispatcher:
         """Bucket, producer, stages, then the consumer: it joins the group last."""
         store = ObjectStore(self.config.storage, self.config.namespace, self.config.pool)
         await store.ensure_bucket()
+        await self._ensure_retention(store)
         kafka = self.config.kafka
         assert kafka.bootstrap_servers is not None
         self.publisher = ResultPublisher(kafka.bootstrap_servers, results_topic=kafka.results_topic,

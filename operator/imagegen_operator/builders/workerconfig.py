@@ -47,6 +47,7 @@ def worker_config(ctx: PoolContext) -> WorkerConfig:
             bucket=spec.storage.bucket,
             region=spec.storage.region,
             url_ttl_seconds=spec.storage.url_ttl_seconds,
+            retention_days=spec.storage.retention_days,
         ),
         safety=spec.safety,
         heartbeat_seconds=spec.worker.heartbeat_seconds,

@@ -60,6 +60,13 @@ def test_config_map_is_valid_worker_config() -> None:
     assert cfg.default_model == "tiny"
 
 
+def test_storage_retention_reaches_the_worker_config() -> None:
+    for storage, days in (({}, None), ({"retentionDays": 30}, 30)):
+        cm = builders.pool_children(ctx({"storage": storage}))[0]
+        assert WorkerConfig.model_validate_json(cm["data"]["worker.json"]).storage \
+            .retention_days == days
+
+
 @pytest.mark.parametrize(("pool", "role", "path", "expected"), [
     ({}, "warm", ("resources", "limits", "nvidia.com/gpu"), "1"),
     ({}, "warm", ("resources", "requests", "nvidia.com/gpu"), "1"),
