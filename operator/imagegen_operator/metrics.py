@@ -41,22 +41,34 @@ class OperatorMetrics:
         self.pool_max_wait = Gauge(
             "imagegen_pool_tier_max_wait_seconds", "A tier's promised maxWaitSeconds",
             ["namespace", "pool", "tier"], registry=r)
+        self.pool_max = Gauge("imagegen_pool_max_replicas", "warm/cold maxReplicas of the spec",
+                              ["namespace", "pool", "role"], registry=r)
+        self.pool_queue_metrics = Gauge(
+            "imagegen_pool_queue_metrics_available",
+            "1 while the pool's consumer lag is readable (QueueMetricsAvailable), else 0",
+            ["namespace", "pool"], registry=r)
+        self.pool_stalled = Gauge(
+            "imagegen_pool_stalled_partitions",
+            "Partitions whose backlog does not move while workers are ready",
+            ["namespace", "pool"], registry=r)
         self.pool_throughput = Gauge("imagegen_pool_throughput_images_per_minute",
                                      "Images per minute from fresh worker heartbeats",
                                      ["namespace", "pool"], registry=r)
 
     def forget_pool(self, namespace: str, pool: str) -> None:
         for gauge, extra in ((self.pool_desired, ("warm", "cold")),
-                             (self.pool_ready, ("warm", "cold"))):
+                             (self.pool_ready, ("warm", "cold")),
+                             (self.pool_max, ("warm", "cold"))):
             for role in extra:
                 try:
                     gauge.remove(namespace, pool, role)
                 except KeyError:
                     pass
-        try:
-            self.pool_throughput.remove(namespace, pool)
-        except KeyError:
-            pass
+        for per_pool in (self.pool_throughput, self.pool_queue_metrics, self.pool_stalled):
+            try:
+                per_pool.remove(namespace, pool)
+            except KeyError:
+                pass
         # Per-tier series of this pool, whatever its tiers were.
         for gauge in (self.pool_lag, self.pool_oldest, self.pool_max_wait):
             for metric in gauge.collect():

@@ -16,6 +16,7 @@ from .pool_plan import PoolPlan
 from .problems import Problem, Reason
 from .runtime import Runtime
 from .scaling.drain_order import DELETION_COST
+from .status import QUEUE_METRICS
 
 log = logging.getLogger(__name__)
 
@@ -55,5 +56,14 @@ def _export_metrics(rt: Runtime, namespace: str, name: str, plan: PoolPlan) -> N
         if isinstance(part, dict):
             m.pool_desired.labels(namespace, name, role).set(part.get("desired", 0))
             m.pool_ready.labels(namespace, name, role).set(part.get("ready", 0))
+    for role, most in plan.role_max.items():
+        m.pool_max.labels(namespace, name, role).set(most)
     if "throughput" in st:
         m.pool_throughput.labels(namespace, name).set(st["throughput"])
+    queue = st.get("queue")
+    if isinstance(queue, dict):
+        m.pool_stalled.labels(namespace, name).set(len(queue.get("stalledPartitions") or []))
+    for cond in st.get("conditions") or []:
+        if cond.get("type") == QUEUE_METRICS:
+            m.pool_queue_metrics.labels(namespace, name).set(
+                1.0 if cond.get("status") == "True" else 0.0)

@@ -185,6 +185,8 @@ class PoolPlan:
     memory: PoolMemory
     # Each tier's maxWaitSeconds, exported next to its oldest pending age (alerts compare them).
     tier_max_wait: Mapping[str, int] = field(default_factory=dict)
+    # warm/cold maxReplicas, exported next to the desired replicas (the at-max alert).
+    role_max: Mapping[str, int] = field(default_factory=dict)
     _report: _Report | None = None
 
     def apply_failed(self, problem: Problem) -> PoolPlan:
@@ -273,6 +275,8 @@ def plan(state: PoolState, memory: PoolMemory, config: PlanSettings) -> PoolPlan
             end_history=end_history, served=served_samples, applied_digest=digest,
             applied_at=applied_at),
         tier_max_wait={t.name: t.max_wait_seconds for t in spec.queue.tiers},
+        role_max={naming.ROLE_WARM: spec.warm.max_replicas,
+                  naming.ROLE_COLD: spec.cold.max_replicas},
         _report=report,
     )
 
