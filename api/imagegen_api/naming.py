@@ -6,6 +6,8 @@ Pure functions of (namespace, pool, …); imported by both sides and by the test
 
 from __future__ import annotations
 
+import hashlib
+
 GROUP = "imagegen.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -91,6 +93,14 @@ def object_prefix(namespace: str, pool: str) -> str:
 
 def object_key(namespace: str, pool: str, digest: str, ext: str) -> str:
     return f"{object_prefix(namespace, pool)}{digest}.{ext}"
+
+
+def answer_key(namespace: str, pool: str, request_id: str) -> str:
+    """The answer manifest of one request id: the first succeeded result stored for it, created
+    only if absent (S3 conditional write). It keeps "one id, one set of images" when the job
+    store is unreachable. Hashed: ids may hold '.' and ':' that some S3 servers refuse as keys."""
+    digest = hashlib.sha256(request_id.encode()).hexdigest()
+    return f"{object_prefix(namespace, pool)}answers/{digest}.json"
 
 
 # --- Kubernetes children and labels ---------------------------------------------------------

@@ -2,7 +2,8 @@
 every record the consumer returns; the answer is either "handled here" (None) or a Work to queue.
 
 In order: validate (rejected / expired / blocked → answered), deduplicate by request id against
-the job record (terminal → skipped or replayed, see `results`), give up on a request whose
+the job record (terminal → skipped or replayed, see `results`; the record unreadable → against
+the answer manifest, see `claims`), give up on a request whose
 attempts are used up (workers died on it → dead letter), look every image up in the cache
 (all hit → answered with cache_hit, no GPU).
 
@@ -22,6 +23,7 @@ from imagegen_api.workerconfig import WorkerConfig
 
 from . import cachekey, validate
 from .cache import ImageCache
+from .claims import AnswerClaims
 from .delivery import Answers
 from .jobs import compat_key
 from .logs import fields
@@ -34,9 +36,11 @@ log = logging.getLogger(__name__)
 
 class Intake:
     def __init__(self, *, config: WorkerConfig, runners: Mapping[str, Runner],
-                 tier_of: Mapping[str, str], records: JobRecords, cache: ImageCache,
-                 answers: Answers, metrics: WorkerMetrics, worker: str) -> None:
+                 tier_of: Mapping[str, str], records: JobRecords, claims: AnswerClaims,
+                 cache: ImageCache, answers: Answers, metrics: WorkerMetrics,
+                 worker: str) -> None:
         self.config = config
+        self.claims = claims
         self.runners = runners
         self.tier_of = tier_of
         self.records = records
@@ -66,6 +70,8 @@ class Intake:
         existing = await self._existing(work.request_id, tier)
         if existing is not None and existing.terminal:
             await self._duplicate(ref, existing)
+            return None
+        if existing is None and await self._answered_before(ref, work.request_id):
             return None
         if existing is not None:
             work.attempts = existing.attempts
@@ -133,6 +139,18 @@ class Intake:
             log.warning("job record unavailable, cannot deduplicate",
                         extra=fields(request_id=request_id, error=repr(exc)))
             return None
+
+    async def _answered_before(self, ref: MessageRef, request_id: str) -> bool:
+        """With the job record unreadable, the answer manifest (`claims`) still knows whether
+        the id was answered: replay that answer instead of generating other images."""
+        stored = await self.claims.lookup(request_id)
+        if stored is None:
+            return False
+        self.metrics.duplicates.labels("replayed").inc()
+        log.info("request id answered before (answer manifest), publishing it again",
+                 extra=fields(request_id=request_id))
+        await self.answers.replay(ref, stored)
+        return True
 
     async def _duplicate(self, ref: MessageRef, existing: Existing) -> None:
         assert existing.result is not None

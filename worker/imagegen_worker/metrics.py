@@ -56,6 +56,10 @@ class WorkerMetrics:
             "imagegen_redis_errors", "Job record or heartbeat writes that failed",
             ["op"], registry=r,
         )
+        self.storage_errors = Counter(
+            "imagegen_storage_errors", "Answer manifest writes or reads that failed (claims)",
+            ["op"], registry=r,
+        )
         self.in_flight = Gauge(
             "imagegen_in_flight", "Requests fetched and not yet answered", registry=r
         )

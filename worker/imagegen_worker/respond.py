@@ -1,10 +1,12 @@
-"""Answering one message: job record → result topic → offset done. Used by `intake` (rejections,
-cache hits, replays) and `batchrun` (generated images, failures, dead letters).
+"""Answering one message: answer manifest (`claims`, succeeded answers) → job record → result
+topic → offset done. Used by `intake` (rejections, cache hits, replays) and `batchrun`
+(generated images, failures, dead letters).
 
 The steps and their order are described in `results`; this module adds the worker's policy on
-errors: a Redis failure costs deduplication, not the answer (counted and logged, the result is
-still published); a Kafka failure is not swallowed — the offset stays unfinished and the
-exception reaches `app`, which stops the worker so that another one redelivers the message.
+errors: a Redis failure costs deduplication by record, not the answer (counted and logged, the
+result is still published, and the answer manifest still keeps one set of images per id); a
+Kafka failure is not swallowed — the offset stays unfinished and the exception reaches `app`,
+which stops the worker so that another one redelivers the message.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Callable
 
 from imagegen_api.messages import DeadLetter, ErrorInfo, GenerationResult, ImageRef
 
+from .claims import AnswerClaims
 from .logs import fields
 from .metrics import WorkerMetrics
 from .results import JobRecords, ResultPublisher
@@ -30,8 +33,10 @@ Done = Callable[[MessageRef], None]
 
 class Responder:
     def __init__(self, *, records: JobRecords, publisher: ResultPublisher, store: ObjectStore,
-                 done: Done, metrics: WorkerMetrics, stats: WorkerStats, worker: str) -> None:
+                 claims: AnswerClaims, done: Done, metrics: WorkerMetrics, stats: WorkerStats,
+                 worker: str) -> None:
         self.records = records
+        self.claims = claims
         self.publisher = publisher
         self.store = store
         self.done = done
@@ -40,10 +45,11 @@ class Responder:
         self.worker = worker
 
     async def answer(self, ref: MessageRef, result: GenerationResult) -> GenerationResult:
-        """Record, publish and release one message; returns the result that was published."""
-        winner = result
+        """Claim, record, publish and release one message; returns the result published."""
+        claimed = await self.claims.claim(result)
+        winner = claimed
         try:
-            winner = await self.records.finish(result, ref.source)
+            winner = await self.records.finish(claimed, ref.source)
         except Exception as exc:
             self.metrics.redis_errors.labels("finish").inc()
             log.warning("job record not written, publishing anyway",
@@ -55,6 +61,7 @@ class Responder:
             log.info("rejection answered under the message's own id", extra=fields(
                 request_id=result.request_id, own_id=winner.request_id))
         elif winner is not result:
+            # Another message's answer was first (job record or answer manifest): publish it.
             self.metrics.duplicates.labels("raced").inc()
             winner = self.refresh_urls(winner)
         await self._publish(ref, winner)

@@ -14,10 +14,11 @@ so a second tenant sending the same id never meets the first one's record.
 
 Concurrent copies of one id (issue 17): `start` leases the id to the message that runs it (the
 record's `lease` = its topic:partition:offset, `lease_until` = Redis time + lease_seconds). A
-copy from another message that finds the lease held counts no attempt and is not generated: its
-caller parks it (`leases.park`) until the record is terminal (answered from it) or the lease
-lapses (the holder died: the copy runs). The same message redelivered after a crash has the same
-offset, so it takes its own lease back at once. Rejections never win over a real answer: a
+copy from another message that finds the lease held (or the id answered since the copy was
+queued) counts no attempt and is not generated: its caller parks it (`leases.park`) until the
+record is terminal (answered from it) or the lease lapses (the holder died: the copy runs).
+The same message redelivered after a crash has the same offset, so it takes its own lease back
+at once. Rejections never win over a real answer: a
 rejection takes the id only while no other message holds it (no record), and a later real answer
 overwrites a recorded rejection; otherwise it is answered and recorded under the message's own
 id `invalid:<topic:partition:offset>`.
@@ -83,15 +84,19 @@ return {{running and 'running' or 'queued', cur[2] or '0', false, false, false}}
 """
 
 # KEYS = job keys; ARGV: worker, ttl, lease_ms, then per key: request_id, tier, source.
-# Per key: the attempt number now started, or -1 when another message holds the lease.
+# Per key: the attempt number now started, or -1 when another message holds the lease or the id
+# was answered since its copy was queued (a copy queued while the first one was still queued too:
+# the parked copy is then answered from the record, never generated a second time).
 _START = f"""
+local terminal = {_TERMINAL_LUA}
 {_NOW_MS}
 local out = {{}}
 for i, key in ipairs(KEYS) do
   local rid, tier, src = ARGV[4 + 3 * (i - 1)], ARGV[5 + 3 * (i - 1)], ARGV[6 + 3 * (i - 1)]
-  local cur = redis.call('HMGET', key, 'lease', 'lease_until')
+  local cur = redis.call('HMGET', key, 'lease', 'lease_until', 'state', 'result')
   local cur_lease, cur_until = cur[1], cur[2]
-  if {_HELD} then
+  local answered = cur[3] and terminal[cur[3]] and cur[3] ~= 'rejected' and cur[4]
+  if answered or {_HELD} then
     out[i] = -1
   else
     redis.call('HSET', key, 'request_id', rid, 'state', 'running', 'worker', ARGV[1],

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import boto3
 from botocore.client import BaseClient
@@ -80,6 +81,45 @@ class ObjectStore:
             self.client.put_object, Bucket=self.bucket, Key=key, Body=data,
             ContentType=content_type,
         )
+
+    async def claim(self, key: str, body: bytes) -> bytes | None:
+        """Create `key` with `body` unless it exists (S3 `If-None-Match: *`): None when this call
+        created it, else the body that was there first. The first writer wins on every server
+        that implements conditional writes (AWS S3, MinIO)."""
+        return await asyncio.to_thread(self._claim, key, body)
+
+    def _claim(self, key: str, body: bytes) -> bytes | None:
+        for attempt in range(5):
+            try:
+                self.client.put_object(Bucket=self.bucket, Key=key, Body=body,
+                                       ContentType="application/json", IfNoneMatch="*")
+                return None
+            except ClientError as exc:
+                code = str(exc.response.get("Error", {}).get("Code", ""))
+                if code == "ConditionalRequestConflict":  # a concurrent write: look again
+                    time.sleep(0.05 * (attempt + 1))
+                    continue
+                if code not in ("PreconditionFailed", "412"):
+                    raise
+            found = self._get(key)
+            if found is not None:
+                return found
+        raise RuntimeError(f"conditional write of {key!r} kept conflicting")
+
+    async def get(self, key: str) -> bytes | None:
+        """The object's bytes, or None when there is none."""
+        return await asyncio.to_thread(self._get, key)
+
+    def _get(self, key: str) -> bytes | None:
+        try:
+            obj = self.client.get_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in ("NoSuchKey", "404", "NotFound"):
+                return None
+            raise
+        data: bytes = obj["Body"].read()
+        return data
 
     def presign(self, key: str) -> str:
         """A GET URL valid for url_ttl_seconds (local signing, no network call). Only for this

@@ -21,6 +21,7 @@ from redis.backoff import NoBackoff
 from .batchrun import BatchRunner, Requeue
 from .breaker import Breaker, BreakerJobRecords
 from .cache import ImageCache
+from .claims import AnswerClaims
 from .delivery import Answers
 from .faults import Faults
 from .intake import Intake
@@ -92,13 +93,14 @@ def build_stages(config: WorkerConfig, *, worker: str, runners: Mapping[str, Run
                        endpoint=store.endpoint, ttl_seconds=config.cache.ttl_seconds,
                        metrics=metrics)
     outages = Outages(health)
-    responder = Responder(records=records, publisher=publisher, store=store, done=ack,
-                          metrics=metrics, stats=stats, worker=worker)
+    claims = AnswerClaims(store, metrics)
+    responder = Responder(records=records, publisher=publisher, store=store, claims=claims,
+                          done=ack, metrics=metrics, stats=stats, worker=worker)
     answers = Answers(responder=responder, outages=outages, ack=ack, metrics=metrics,
                       worker=worker, faults=faults)
     tier_of = {topic: tier for tier, topic in config.kafka.tier_topics.items()}
     intake = Intake(config=config, runners=runners, tier_of=tier_of, records=records,
-                    cache=cache, answers=answers, metrics=metrics, worker=worker)
+                    claims=claims, cache=cache, answers=answers, metrics=metrics, worker=worker)
     batches = BatchRunner(config=config, runners=runners, records=records, cache=cache,
                           store=store, answers=answers, outages=outages, intake=intake,
                           metrics=metrics, stats=stats, faults=faults, requeue=requeue)

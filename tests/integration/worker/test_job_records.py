@@ -98,6 +98,20 @@ class TestLeases:
         peek = await jobs.peek(rid, src(2))
         assert not peek.held and peek.result == winner
 
+    async def test_a_copy_queued_before_the_answer_is_not_run_again(
+        self, redis: aioredis.Redis, rid: str
+    ) -> None:
+        jobs = records(redis)
+        # two copies queued while neither had started, run in successive batches
+        assert not (await jobs.intake(rid, "fast")).terminal
+        assert not (await jobs.intake(rid, "fast")).terminal
+        assert await jobs.start([rid], ["fast"], [src(1)]) == [1]
+        winner = await jobs.finish(succeeded(rid), src(1))
+        assert await jobs.start([rid], ["fast"], [src(2)]) == [LEASE_HELD]  # parked, not run
+        record = await jobs.get(rid)
+        assert record is not None and record.state == "succeeded" and record.attempts == 1
+        assert (await jobs.peek(rid, src(2))).result == winner
+
     async def test_a_lapsed_lease_lets_the_copy_run(self, redis: aioredis.Redis,
                                                     rid: str) -> None:
         jobs = records(redis, lease_seconds=0.2)
