@@ -25,7 +25,7 @@ stack-down:
 TOOLS := PYTHONPATH=tools $(PY) -m imagegen_tools
 
 lint:
-	.venv/bin/ruff check api client operator worker tools tests dev dev/stack bench
+	.venv/bin/ruff check api client gateway operator worker tools tests dev dev/stack bench
 	.venv/bin/mypy
 	PYTHONPATH=tools .venv/bin/lint-imports
 	$(TOOLS).crdgen --check

@@ -78,6 +78,17 @@ def job_key(namespace: str, pool: str, request_id: str) -> str:
     return f"imagegen:job:{namespace}/{pool}/{request_id}"
 
 
+def accepted_key(namespace: str, pool: str, request_id: str) -> str:
+    """Set by a gateway (job store, TTL) when it accepted a request into the queue: until a
+    worker writes the job record, GET /v1/generations/<id> answers `queued` from it."""
+    return f"imagegen:gateway:accepted:{namespace}/{pool}/{request_id}"
+
+
+def rate_limit_key(namespace: str, pool: str, key_name: str) -> str:
+    """A gateway API key's token bucket (Redis hash: tokens, ts), shared by the pool's gateways."""
+    return f"imagegen:gateway:ratelimit:{namespace}/{pool}/{key_name}"
+
+
 def workers_key(namespace: str, pool: str) -> str:
     """Redis hash of heartbeats: one field per worker pod, JSON value."""
     return f"imagegen:workers:{namespace}/{pool}"
@@ -178,3 +189,7 @@ ENV_MODEL_CACHE = "IMAGEGEN_MODEL_CACHE"
 ENV_POD_NAME = "POD_NAME"
 ENV_POD_NAMESPACE = "POD_NAMESPACE"
 ENV_ROLE = "IMAGEGEN_ROLE"
+# The gateway (imagegen_gateway): its own settings file and the API keys file (from a Secret).
+ENV_GATEWAY_CONFIG = "IMAGEGEN_GATEWAY_CONFIG"
+ENV_GATEWAY_KEYS = "IMAGEGEN_GATEWAY_KEYS"
+GATEWAY_HTTP_PORT = 8000

@@ -244,7 +244,7 @@ def test_base_install_is_the_client_only() -> None:
     assert not _names(extras["operator"]) & {"torch", "diffusers", "transformers", "boto3"}
     assert all("==" in r for group in extras.values() for r in group)
     setup = (ROOT / "dev" / "setup").read_text()
-    assert "-e '.[operator,worker,dev]'" in setup
+    assert "-e '.[operator,worker,gateway,dev]'" in setup
 
 
 def test_dockerignore_excludes_local_state() -> None:

@@ -1,0 +1,5 @@
+"""python -m imagegen_gateway"""
+
+from .main import main
+
+main()

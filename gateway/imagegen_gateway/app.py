@@ -1,0 +1,290 @@
+"""The FastAPI application of one pool's gateway: routes, authentication, rate limits, and the
+runtime (Kafka producer, results fan-out, Redis, HTTP session for b64_json) started and stopped
+with the app's lifespan. `create_app` is called by `main` and by the tests.
+
+Every refusal (bad body, unknown model, size the model refuses, wrong content type, oversized
+body, missing or unknown key, tier not allowed, rate limit) is answered in OpenAI's error shape
+before anything is produced to Kafka.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, cast
+
+import aiohttp
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaProducer
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from imagegen_api import naming
+from imagegen_api.messages import GenerationResult, JobRecord
+from imagegen_api.workerconfig import WorkerConfig
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from . import keys as keyring
+from . import metrics as metrics_mod
+from . import requests as reqs
+from .fanout import ResultFanout
+from .ratelimit import RateLimiter
+from .settings import GatewaySettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """Connections the routes use; set by the lifespan, None before start and after stop."""
+
+    producer: AIOKafkaProducer | None = None
+    fanout: ResultFanout | None = None
+    jobs: aioredis.Redis | None = None
+    limits: aioredis.Redis | None = None
+    limiter: RateLimiter | None = None
+    http: aiohttp.ClientSession | None = None
+    started: bool = False
+
+
+def _error(exc: reqs.GatewayError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+
+def create_app(settings: GatewaySettings, pool: WorkerConfig, keys: keyring.KeyRing) -> FastAPI:
+    rt = Runtime()
+    m = metrics_mod.new_metrics()
+    bootstrap = settings.bootstrap(pool)
+    client_id = f"imagegen-gateway-{pool.pool}-{uuid.uuid4().hex[:8]}"
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        rt.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, client_id=client_id,
+                                       acks="all", enable_idempotence=True, linger_ms=1,
+                                       max_request_size=naming.MAX_MESSAGE_BYTES)
+        rt.fanout = ResultFanout(bootstrap, pool.kafka.results_topic, client_id=client_id)
+        rt.jobs = aioredis.from_url(settings.jobs_redis(pool))
+        rt.limits = aioredis.from_url(settings.cache_redis(pool))
+        rt.limiter = RateLimiter(rt.limits)
+        rt.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
+        try:
+            await rt.producer.start()
+            await rt.fanout.start(await rt.producer.partitions_for(pool.kafka.results_topic))
+            rt.started = True
+            yield
+        finally:
+            rt.started = False
+            await rt.fanout.stop()
+            await rt.producer.stop()
+            await rt.http.close()
+            await rt.jobs.aclose()
+            await rt.limits.aclose()
+
+    app = FastAPI(title=f"imagegen gateway: {pool.namespace}/{pool.pool}", lifespan=lifespan)
+    app.state.runtime = rt
+    app.state.metrics = m
+
+    @app.middleware("http")
+    async def observe(request: Request,
+                      call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        start = time.monotonic()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        m.requests.labels(path, str(response.status_code)).inc()
+        m.latency.labels(path).observe(time.monotonic() - start)
+        return response
+
+    @app.exception_handler(reqs.GatewayError)
+    async def gateway_error(_: Request, exc: reqs.GatewayError) -> JSONResponse:
+        if exc.status < 500:
+            m.rejected.labels(exc.code).inc()
+        return _error(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(reqs.GatewayError(exc.status_code, str(exc.detail), code="not_found"
+                                        if exc.status_code == 404 else "http_error"))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error(reqs.GatewayError(400, str(exc.errors()[0].get("msg")),
+                                        code="invalid_request"))
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    def authenticate(request: Request) -> keyring.ApiKey:
+        token = keyring.bearer(request.headers.get("authorization"))
+        if token is None:
+            raise reqs.GatewayError(401, "no API key: send Authorization: Bearer <key>",
+                                    code="missing_api_key", kind="authentication_error")
+        key = keys.lookup(token)
+        if key is None:
+            raise reqs.GatewayError(401, "unknown API key", code="invalid_api_key",
+                                    kind="authentication_error")
+        return key
+
+    async def read_body(request: Request) -> bytes:
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype != "application/json":
+            raise reqs.GatewayError(415, f"content type must be application/json, got "
+                                    f"{ctype or 'none'!r}", code="unsupported_media_type")
+        limit = settings.max_body_bytes
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise reqs.GatewayError(413, f"body of {length} bytes exceeds the limit of "
+                                    f"{limit} bytes", code="body_too_large")
+        raw = b""
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > limit:
+                raise reqs.GatewayError(413, f"body exceeds the limit of {limit} bytes",
+                                        code="body_too_large")
+        return raw
+
+    async def admit(request: Request) -> tuple[keyring.ApiKey, reqs.Planned]:
+        """Authenticate, parse, check, authorise the tier and take a token: or refuse."""
+        key = authenticate(request)
+        body = reqs.parse_body(await read_body(request))
+        planned = reqs.plan(body, pool, request_id=f"gw-{uuid.uuid4().hex[:20]}",
+                            now=time.time())
+        if not key.allows(planned.tier):
+            raise reqs.GatewayError(403, f"key {key.name!r} may not use tier "
+                                    f"{planned.tier!r} (allowed: {', '.join(sorted(key.tiers))})",
+                                    param="tier", code="tier_not_allowed",
+                                    kind="permission_error")
+        assert rt.limiter is not None
+        decision = await rt.limiter.take(
+            naming.rate_limit_key(pool.namespace, pool.pool, key.name),
+            rate=key.rate_per_second or settings.rate_per_second,
+            burst=key.burst or settings.burst)
+        if not decision.allowed:
+            raise reqs.GatewayError(429, f"rate limit of key {key.name!r} reached; retry in "
+                                    f"{decision.retry_after_seconds}s", code="rate_limit_exceeded",
+                                    kind="rate_limit_error",
+                                    headers={"Retry-After": str(decision.retry_after_seconds)})
+        return key, planned
+
+    async def produce(planned: reqs.Planned) -> None:
+        if rt.producer is None or not rt.started:
+            raise reqs.GatewayError(503, "gateway not connected to Kafka", code="unavailable",
+                                    kind="server_error", headers={"Retry-After": "5"})
+        req = planned.request
+        await rt.producer.send_and_wait(
+            naming.tier_topic(pool.namespace, pool.pool, planned.tier),
+            value=req.to_bytes(), key=req.request_id.encode())
+
+    async def b64_images(result: GenerationResult) -> list[str]:
+        assert rt.http is not None
+        out = []
+        for img in result.images:
+            async with rt.http.get(img.url) as resp:
+                if resp.status != 200:
+                    raise reqs.GatewayError(502, f"image {img.key} could not be read from "
+                                            f"storage (HTTP {resp.status})",
+                                            code="storage_error", kind="server_error")
+                out.append(base64.b64encode(await resp.read()).decode())
+        return out
+
+    # --- routes ------------------------------------------------------------------------------
+
+    @app.post("/v1/images/generations")
+    async def images_generations(request: Request) -> JSONResponse:
+        _, planned = await admit(request)
+        assert rt.fanout is not None
+        rid = planned.request.request_id
+        fut = rt.fanout.expect(rid)
+        m.in_flight.inc()
+        try:
+            await produce(planned)
+            try:
+                async with asyncio.timeout(settings.sync_timeout_seconds):
+                    result = await asyncio.shield(fut)
+            except TimeoutError:
+                raise reqs.GatewayError(
+                    504, f"no result within {settings.sync_timeout_seconds:g}s; the request "
+                    f"stays queued: GET /v1/generations/{rid}", code="timeout",
+                    kind="timeout_error", headers={"X-Request-Id": rid}) from None
+        finally:
+            m.in_flight.dec()
+            rt.fanout.forget(rid)
+        err = reqs.result_error(result)
+        if err is not None:
+            raise err
+        b64 = await b64_images(result) if planned.response_format == "b64_json" else None
+        return JSONResponse(reqs.images_response(result, b64), headers={"X-Request-Id": rid})
+
+    @app.post("/v1/generations", status_code=202)
+    async def generations(request: Request) -> JSONResponse:
+        _, planned = await admit(request)
+        await produce(planned)
+        rid = planned.request.request_id
+        assert rt.jobs is not None
+        with contextlib.suppress(aioredis.RedisError):  # the record is the truth; this is a hint
+            await rt.jobs.set(naming.accepted_key(pool.namespace, pool.pool, rid),
+                              planned.tier, ex=settings.accepted_ttl_seconds)
+        return JSONResponse({"id": rid, "object": "generation", "state": "queued",
+                             "tier": planned.tier, "model": planned.request.model},
+                            status_code=202, headers={"Location": f"/v1/generations/{rid}"})
+
+    @app.get("/v1/generations/{request_id}")
+    async def generation(request_id: str, request: Request) -> JSONResponse:
+        authenticate(request)
+        assert rt.jobs is not None
+        raw = await rt.jobs.hgetall(naming.job_key(pool.namespace, pool.pool, request_id))
+        if raw:
+            return JSONResponse(job_view(JobRecord.from_hash(cast(dict[bytes, bytes], raw))))
+        tier = await rt.jobs.get(naming.accepted_key(pool.namespace, pool.pool, request_id))
+        if tier is not None:
+            return JSONResponse({"id": request_id, "object": "generation", "state": "queued",
+                                 "tier": tier.decode() if isinstance(tier, bytes)
+                                 else tier})
+        raise reqs.GatewayError(404, f"no generation {request_id!r} in pool {pool.pool}",
+                                param="id", code="not_found")
+
+    @app.get("/v1/models")
+    async def models(request: Request) -> JSONResponse:
+        authenticate(request)
+        return JSONResponse({"object": "list", "data": [
+            {"id": e.name, "object": "model", "created": 0, "owned_by": pool.pool}
+            for e in pool.models]})
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        ready = bool(rt.started and rt.producer is not None and rt.fanout is not None
+                     and rt.fanout.assigned and rt.producer.client.cluster.brokers())
+        return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def job_view(record: JobRecord) -> dict[str, Any]:
+    """GET /v1/generations/{id}: the job record as the API shows it."""
+    view: dict[str, Any] = {"id": record.request_id, "object": "generation",
+                            "state": record.state, "tier": record.tier,
+                            "attempts": record.attempts, "updated_at": record.updated_at}
+    result = record.result
+    if result is not None:
+        view["timings"] = result.timings.model_dump()
+        view["cache_hit"] = result.cache_hit
+        view["model"] = result.model
+        view["images"] = [img.model_dump(exclude_none=True) for img in result.images]
+        if result.error is not None:
+            view["error"] = json.loads(result.error.model_dump_json(exclude_none=True))
+    return view

@@ -1,0 +1,198 @@
+"""Pure: an HTTP body → a request message for the pool's tier topic, and the OpenAI-shaped
+answers. No I/O; called by `app` for every POST, unit-tested on its own.
+
+A body is checked before anything is produced: OpenAI's fields (model, prompt, n, size "WxH",
+response_format, user) plus ours (negative_prompt, steps, guidance, sampler, seed, tier,
+output_format, request_id, deadline). Limits are the contract's (imagegen_api.specs: side bounds
+and multiple, guidance range, samplers, output formats) and the model's own (ModelLimits: max
+pixels, steps, images per request), the same the worker's validator applies; prompt tokens need
+the model's tokenizer and are left to the worker (its rejection comes back as a 400).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from imagegen_api.messages import REQUEST_ID_PATTERN, GenerationRequest, GenerationResult
+from imagegen_api.specs import GUIDANCE_RANGE, MIN_SIDE, OUTPUT_FORMATS, SAMPLERS, SIDE_MULTIPLE
+from imagegen_api.workerconfig import WorkerConfig
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+DEFAULT_TIER = "fast"
+MAX_PROMPT_CHARS = 32_000  # OpenAI's own bound for a prompt; the worker counts tokens
+
+
+class GatewayError(Exception):
+    """An answer in OpenAI's error shape: status, message, type, param (the field), code."""
+
+    def __init__(self, status: int, message: str, *, param: str | None = None,
+                 code: str = "invalid_request", kind: str = "invalid_request_error",
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+        self.code = code
+        self.kind = kind
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.kind, "param": self.param,
+                          "code": self.code}}
+
+
+class ImagesBody(BaseModel):
+    """POST /v1/images/generations and POST /v1/generations (one shape for both)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    model: str | None = None
+    n: int = Field(1, ge=1)
+    size: str | None = None
+    response_format: Literal["url", "b64_json"] = "url"
+    user: str | None = Field(None, max_length=256)
+    # OpenAI fields we accept and ignore (their value has no meaning for our models).
+    quality: str | None = None
+    style: str | None = None
+    background: str | None = None
+    moderation: str | None = None
+    output_compression: int | None = None
+    safety_identifier: str | None = None
+    stream: Literal[False] | None = None
+    # Ours, through extra_body.
+    negative_prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS)
+    steps: int | None = None
+    guidance: float | None = None
+    sampler: str | None = None
+    seed: int | None = Field(None, ge=0, le=2**63 - 1)
+    tier: str | None = None
+    output_format: str | None = None
+    request_id: str | None = Field(None, pattern=REQUEST_ID_PATTERN)
+    deadline: float | None = None
+
+
+def parse_size(size: str) -> tuple[int, int]:
+    """'1024x768' → (1024, 768); raises GatewayError naming `size`."""
+    w, sep, h = size.lower().partition("x")
+    if not sep or not w.isdigit() or not h.isdigit():
+        raise GatewayError(400, f"size {size!r} must be WIDTHxHEIGHT, e.g. 1024x1024",
+                           param="size", code="invalid_size")
+    return int(w), int(h)
+
+
+def parse_body(raw: bytes) -> ImagesBody:
+    try:
+        return ImagesBody.model_validate_json(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or None
+        if err["type"] == "missing":
+            raise GatewayError(400, f"{field} is required", param=field,
+                               code="missing_field") from None
+        if err["type"].startswith("json"):
+            raise GatewayError(400, f"body is not valid JSON: {err['msg']}",
+                               code="invalid_json") from None
+        if err["type"] == "extra_forbidden":
+            raise GatewayError(400, f"unknown field {field}", param=field,
+                               code="unknown_field") from None
+        limit = err.get("ctx")
+        more = f" (limit: {', '.join(f'{k}={v}' for k, v in limit.items())})" if limit else ""
+        raise GatewayError(400, f"{field}: {err['msg']}{more}", param=field,
+                           code="invalid_field") from None
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A checked body: the message to produce, its tier, and how to answer."""
+
+    request: GenerationRequest
+    tier: str
+    response_format: str
+
+
+def plan(body: ImagesBody, pool: WorkerConfig, *, request_id: str, now: float) -> Planned:
+    """The request message for `body`, or GatewayError naming the field and the limit."""
+    model = body.model or pool.default_model
+    spec = pool.model(model)
+    if spec is None:
+        raise GatewayError(404, f"model {model!r} is not served by pool {pool.pool} "
+                           f"(one of: {', '.join(m.name for m in pool.models)})",
+                           param="model", code="model_not_found")
+    tiers = [t.name for t in pool.kafka.tiers]
+    tier = body.tier or (DEFAULT_TIER if DEFAULT_TIER in tiers else tiers[0])
+    if tier not in tiers:
+        raise GatewayError(400, f"tier {tier!r} does not exist in pool {pool.pool} "
+                           f"(one of: {', '.join(tiers)})", param="tier", code="unknown_tier")
+    d, lim = spec.defaults, spec.limits
+    width, height = (d.width, d.height) if body.size is None else parse_size(body.size)
+    for side in (width, height):
+        if side < MIN_SIDE or side % SIDE_MULTIPLE:
+            raise GatewayError(400, f"size {width}x{height}: each side must be at least "
+                               f"{MIN_SIDE} and a multiple of {SIDE_MULTIPLE}", param="size",
+                               code="invalid_size")
+    if width * height > lim.max_pixels:
+        raise GatewayError(400, f"size {width}x{height} = {width * height} pixels exceeds "
+                           f"model {model}'s limit of {lim.max_pixels} (maxPixels)",
+                           param="size", code="invalid_size")
+    if body.n > lim.max_images_per_request:
+        raise GatewayError(400, f"n {body.n} exceeds model {model}'s limit of "
+                           f"{lim.max_images_per_request} (maxImagesPerRequest)", param="n",
+                           code="invalid_field")
+    if body.steps is not None and not 1 <= body.steps <= lim.max_steps:
+        raise GatewayError(400, f"steps {body.steps} must be 1..{lim.max_steps} (maxSteps of "
+                           f"model {model})", param="steps", code="invalid_field")
+    lo, hi = GUIDANCE_RANGE
+    if body.guidance is not None and not (math.isfinite(body.guidance)
+                                          and lo <= body.guidance <= hi):
+        raise GatewayError(400, f"guidance {body.guidance} is outside [{lo:g}, {hi:g}]",
+                           param="guidance", code="invalid_field")
+    if body.sampler is not None and body.sampler not in SAMPLERS:
+        raise GatewayError(400, f"sampler {body.sampler!r} is not one of: "
+                           f"{', '.join(SAMPLERS)}", param="sampler", code="invalid_field")
+    fmt = body.output_format or "png"
+    if fmt not in OUTPUT_FORMATS:
+        raise GatewayError(400, f"output_format {fmt!r} is not one of: "
+                           f"{', '.join(OUTPUT_FORMATS)}", param="output_format",
+                           code="invalid_field")
+    if body.deadline is not None and body.deadline <= now:
+        raise GatewayError(400, "deadline is in the past", param="deadline",
+                           code="invalid_field")
+    request = GenerationRequest(
+        request_id=body.request_id or request_id, prompt=body.prompt, model=model,
+        negative_prompt=body.negative_prompt, width=width, height=height, steps=body.steps,
+        guidance=body.guidance, sampler=body.sampler, seed=body.seed, num_images=body.n,
+        output_format=fmt, tier=tier, submitted_at=now, deadline=body.deadline,
+    )
+    return Planned(request=request, tier=tier, response_format=body.response_format)
+
+
+def result_error(result: GenerationResult) -> GatewayError | None:
+    """None for a succeeded result; else the error a synchronous caller gets."""
+    if result.status == "succeeded":
+        return None
+    err = result.error
+    message = err.message if err else f"request {result.status}"
+    param = err.field if err else None
+    if err and err.limit:
+        message = f"{message} (limit: {err.limit})"
+    if result.status == "rejected":
+        return GatewayError(400, message, param=param, code=err.code if err else "rejected")
+    if result.status == "blocked":
+        return GatewayError(400, message, param="prompt", code="content_policy_violation")
+    if result.status == "expired":
+        return GatewayError(504, message, code="deadline_exceeded", kind="timeout_error")
+    return GatewayError(500, message, code=err.code if err else "generation_failed",
+                        kind="server_error")
+
+
+def images_response(result: GenerationResult, b64: list[str] | None = None) -> dict[str, Any]:
+    """OpenAI's ImagesResponse: `created` and one `data` entry per image (url or b64_json)."""
+    data: list[dict[str, Any]] = []
+    for i, img in enumerate(result.images):
+        entry: dict[str, Any] = {"b64_json": b64[i]} if b64 is not None else {"url": img.url}
+        data.append(entry)
+    return {"created": int(result.finished_at or time.time()), "data": data}
