@@ -231,9 +231,13 @@ def validate(
 
     # --- safety --------------------------------------------------------------------------------
     if config.safety.enabled and config.safety.blocklist:
-        if blocklist_pattern(tuple(config.safety.blocklist)).search(req.prompt):
-            return fail("blocked", "prompt matches the pool's blocklist", "prompt",
-                        "safety.blocklist", status="blocked", model=model_name)
+        pattern = blocklist_pattern(tuple(config.safety.blocklist))
+        # The model's default negative prompt is the operator's, not the caller's: not checked.
+        checked = (("prompt", req.prompt), ("negative_prompt", req.negative_prompt or ""))
+        for name, text in checked:
+            if text and pattern.search(text):
+                return fail("blocked", f"{name} matches the pool's blocklist", name,
+                            "safety.blocklist", status="blocked", model=model_name)
 
     return ValidRequest(
         request_id=rid,

@@ -153,8 +153,21 @@ def test_blocklist_ignored_when_safety_disabled(config_factory: Any) -> None:
     assert isinstance(run(cfg, req(prompt="badword")), ValidRequest)
 
 
-def test_negative_prompt_is_not_blocklisted(config: Any) -> None:
-    assert isinstance(run(config, req(negative_prompt="badword")), ValidRequest)
+def test_negative_prompt_is_blocklisted(config: Any) -> None:
+    out = run(config, req(negative_prompt="blurry, the FORBIDDEN thing"))
+    assert isinstance(out, Rejection) and out.status == "blocked"
+    assert out.error.field == "negative_prompt" and out.error.limit == "safety.blocklist"
+    assert isinstance(run(config, req(negative_prompt="blurry, badwordy")), ValidRequest)
+
+
+def test_default_negative_prompt_is_not_blocklisted(config_factory: Any) -> None:
+    from imagegen_api.specs import SafetySpec
+
+    cfg = config_factory(safety=SafetySpec(blocklist=["blurry"]))  # model other's default
+    out = run(cfg, req(model="other", steps=2, width=128, height=128))
+    assert isinstance(out, ValidRequest) and out.negative_prompt == "blurry"
+    out = run(cfg, req(model="other", steps=2, negative_prompt="so blurry"))
+    assert isinstance(out, Rejection) and out.error.field == "negative_prompt"
 
 
 def test_limits_are_inclusive(config: Any) -> None:
