@@ -3,7 +3,8 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 
-.PHONY: demo test setup stack-up stack-down lint unit packaging integration chaos crds bench-cpu
+.PHONY: demo test setup stack-up stack-down lint unit packaging integration chaos crds bench-cpu \
+	images images-test
 
 demo: setup stack-up
 	$(PY) dev/demo.py
@@ -52,6 +53,15 @@ CHAOS_SCALE ?= 1
 chaos:
 	IMAGEGEN_CHAOS_SCALE=$(CHAOS_SCALE) $(PY) -m pytest tests/chaos -m chaos -q -p no:cacheprovider \
 	  --durations=20; rc=$$?; if [[ -n "$${CI:-}" ]]; then dev/stack down || true; fi; exit $$rc
+
+# The container images, built for real with buildah on a locally made Debian base (dev/images.sh;
+# cached: unchanged inputs do not rebuild), and run with podman as uid 10001, read-only. Not part
+# of `make test`: a cold build downloads ~3 GB of wheels and takes minutes (docs/benchmarks.md).
+images:
+	dev/images.sh build
+
+images-test: images
+	$(PY) -m pytest tests/images -q -p no:cacheprovider
 
 # After a change of api/imagegen_api/specs.py: the CRDs (crds/, the install base) and the reference.
 crds:

@@ -68,19 +68,39 @@ def _exec_form(args: str) -> list[str] | None:
     return value if isinstance(value, list) and all(isinstance(v, str) for v in value) else None
 
 
+def from_images(ins: list[Instruction]) -> list[tuple[int, str]]:
+    """(line, image) of each FROM, with `${NAME}` / `$NAME` replaced by the default of an ARG
+    declared before the first FROM (the only ARGs a FROM can use); no default: left as is."""
+    first_from = next((i.line for i in ins if i.keyword == "FROM"), None)
+    defaults: dict[str, str] = {}
+    for i in ins:
+        if i.keyword == "ARG" and (first_from is None or i.line < first_from):
+            name, sep, value = i.args.partition("=")
+            if sep:
+                defaults[name.strip()] = value.strip().strip("\"'")
+    out = []
+    for f in ins:
+        if f.keyword != "FROM":
+            continue
+        image = next((w for w in f.args.split() if not w.startswith("--")), "")
+        image = re.sub(r"\$\{(\w+)\}|\$(\w+)",
+                       lambda m: defaults.get(m[1] or m[2], m[0]), image)
+        out.append((f.line, image))
+    return out
+
+
 def lint_dockerfile(text: str) -> list[str]:
     """Rule violations of one Dockerfile (empty list: clean)."""
     problems: list[str] = []
     ins = parse_dockerfile(text)
-    froms = [i for i in ins if i.keyword == "FROM"]
+    froms = from_images(ins)
     if not froms:
         problems.append("no FROM")
-    for f in froms:
-        image = next((w for w in f.args.split() if not w.startswith("--")), "")
+    for line, image in froms:
         name, _, digest = image.partition("@")
         tag = name.rsplit("/", 1)[-1].partition(":")[2]
         if not digest and (not tag or tag == "latest" or "$" in image):
-            problems.append(f"line {f.line}: base image {image!r} is not pinned by a tag "
+            problems.append(f"line {line}: base image {image!r} is not pinned by a tag "
                             f"(or digest) other than latest")
     users = [i for i in ins if i.keyword == "USER"]
     if not users:
@@ -140,6 +160,10 @@ ENTRYPOINT ["python", "-m", "x"]
 @pytest.mark.parametrize(("bad", "needle"), [
     (GOOD.replace("python:3.11.11-slim-bookworm", "python:latest"), "not pinned"),
     (GOOD.replace("python:3.11.11-slim-bookworm", "python"), "not pinned"),
+    ("ARG BASE_IMAGE\n" + GOOD.replace("python:3.11.11-slim-bookworm", "${BASE_IMAGE}"),
+     "not pinned"),
+    ("ARG BASE_IMAGE=python:latest\n"
+     + GOOD.replace("python:3.11.11-slim-bookworm", "${BASE_IMAGE}"), "not pinned"),
     (GOOD.replace("USER 10001", "USER root"), "non-root"),
     (GOOD.replace("USER 10001\n", ""), "no USER"),
     (GOOD.replace('["python", "-m", "x"]', "python -m x"), "exec"),
@@ -152,6 +176,14 @@ ENTRYPOINT ["python", "-m", "x"]
 def test_dockerfile_checker_flags(bad: str, needle: str) -> None:
     problems = lint_dockerfile(bad)
     assert any(needle in p for p in problems), problems
+
+
+def test_dockerfile_checker_resolves_the_base_image_argument() -> None:
+    """A base taken as a build argument is checked by its default: the production base."""
+    text = ("ARG BASE_IMAGE=python:3.11.11-slim-bookworm\n"
+            + GOOD.replace("python:3.11.11-slim-bookworm", "${BASE_IMAGE}"))
+    assert lint_dockerfile(text) == []
+    assert from_images(parse_dockerfile(text)) == [(2, "python:3.11.11-slim-bookworm")]
 
 
 def test_dockerfile_checker_accepts_good_and_skips_heredocs() -> None:
@@ -177,7 +209,7 @@ def _entrypoint(name: str) -> list[str] | None:
 def test_operator_dockerfile_contract() -> None:
     ins = parse_dockerfile((ROOT / "Dockerfile.operator").read_text())
     assert _entrypoint("Dockerfile.operator") == ["python", "-m", "imagegen_operator"]
-    froms = [i.args for i in ins if i.keyword == "FROM"]
+    froms = [image for _, image in from_images(ins)]
     assert froms[-1].startswith("python:3.11")
     exposed = {p for i in ins if i.keyword == "EXPOSE" for p in i.args.split()}
     assert {"8080", "9090"} <= exposed
