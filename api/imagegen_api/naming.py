@@ -149,6 +149,16 @@ def metrics_service_name(pool: str) -> str:
     return f"{pool}-metrics"
 
 
+def gateway_name(pool: str) -> str:
+    """The gateway's Deployment, Service and PodDisruptionBudget."""
+    return f"{pool}-gateway"
+
+
+def gateway_url(namespace: str, pool: str) -> str:
+    """The gateway Service's in-cluster URL (status.gateway.url)."""
+    return f"http://{gateway_name(pool)}.{namespace}.svc:{GATEWAY_HTTP_PORT}"
+
+
 def pdb_name(pool: str) -> str:
     return f"{pool}-warm"
 
@@ -193,3 +203,5 @@ ENV_ROLE = "IMAGEGEN_ROLE"
 ENV_GATEWAY_CONFIG = "IMAGEGEN_GATEWAY_CONFIG"
 ENV_GATEWAY_KEYS = "IMAGEGEN_GATEWAY_KEYS"
 GATEWAY_HTTP_PORT = 8000
+GATEWAY_KEYS_DIR = "/etc/imagegen-keys"
+GATEWAY_KEYS_FILE = "keys.json"  # the key of the auth Secret

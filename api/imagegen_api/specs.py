@@ -492,6 +492,39 @@ class WorkerSpec(KubeModel):
         return labels
 
 
+class GatewayAuth(KubeModel):
+    secret_name: str | None = Field(
+        None, pattern=DNS_LABEL, max_length=253,
+        description="Secret in the pool's namespace whose key `keys.json` holds the API keys "
+        "(names, keys or their sha256, allowed tiers, rate limits); mounted read-only. "
+        "Required when the gateway is enabled.")
+
+
+class GatewayResources(KubeModel):
+    cpu: str = Field("500m", pattern=QUANTITY)
+    memory: str = Field("512Mi", pattern=QUANTITY)
+
+
+class GatewaySpec(KubeModel):
+    model_config = KubeModel.model_config | ConfigDict(
+        json_schema_extra={"x-kubernetes-validations": [cel(
+            "!self.enabled || has(self.auth.secretName)",
+            "gateway.auth.secretName is required when gateway.enabled is true", ".auth")]})
+    enabled: bool = Field(
+        False, description="Run the pool's HTTP gateway (OpenAI-compatible images API and the "
+        "async jobs API): a `<pool>-gateway` Deployment and Service.")
+    replicas: int = Field(2, ge=1, le=100, description="Gateway pods (no GPU).")
+    image: str = Field("ghcr.io/imagegen-dev/imagegen-gateway:0.1.0", max_length=512)
+    auth: GatewayAuth = GatewayAuth()
+    resources: GatewayResources = GatewayResources()
+
+    @model_validator(mode="after")
+    def _keys_when_enabled(self) -> GatewaySpec:
+        if self.enabled and not self.auth.secret_name:
+            raise ValueError("gateway.auth.secretName is required when gateway.enabled is true")
+        return self
+
+
 class GenerationPoolSpec(KubeModel):
     models: list[str] = Field(
         min_length=1, max_length=16, json_schema_extra={"x-kubernetes-list-type": "set"},
@@ -509,6 +542,7 @@ class GenerationPoolSpec(KubeModel):
     cache: CacheSpec = CacheSpec()
     storage: StorageSpec = StorageSpec()
     safety: SafetySpec = SafetySpec()
+    gateway: GatewaySpec = GatewaySpec()
     job_ttl_seconds: int = Field(86400, ge=60, le=30 * 86400)
 
     @property
@@ -555,6 +589,12 @@ class QueueStatus(KubeModel):
         "from when the operator saw the end offsets move; low by at most one poll).")
 
 
+class GatewayStatus(KubeModel):
+    url: str | None = Field(None, description="The gateway Service's in-cluster URL.")
+    replicas: int = 0
+    ready: int = 0
+
+
 class GenerationPoolStatus(KubeModel):
     model_config = KubeModel.model_config | ConfigDict(extra="ignore")
     observed_generation: int | None = None
@@ -580,6 +620,7 @@ class GenerationPoolStatus(KubeModel):
         None, description="The same as a number from 0 to 1; absent without lookups.")
     last_scale_time: str | None = None
     last_scale_reason: str | None = None
+    gateway: GatewayStatus | None = None
     conditions: list[Condition] = Field(default_factory=list)
 
 

@@ -29,7 +29,7 @@ from .builders import endpoints
 from .heartbeats import HeartbeatsUnavailable
 from .k8s import KubeError
 from .kafka_topics import KafkaUnavailable
-from .pool_plan import DeploymentView, KafkaView, PodView, PoolMemory, PoolState
+from .pool_plan import GATEWAY, DeploymentView, KafkaView, PodView, PoolMemory, PoolState
 from .problems import Problem, Reason
 from .runtime import Runtime
 from .scaling.drain_order import DELETION_COST
@@ -105,6 +105,7 @@ async def observe(rt: Runtime, body: Mapping[str, Any], memory: PoolMemory,
     deployments = {role: _one(indexes.deployments,
                               (namespace, naming.deployment_name(name, role)))
                    for role in naming.ROLES}
+    deployments[GATEWAY] = _one(indexes.deployments, (namespace, naming.gateway_name(name)))
     pods = tuple(indexes.pods.get((namespace, name)) or ())
     return PoolState(
         namespace=namespace, name=name, uid=state.uid, generation=state.generation,

@@ -18,7 +18,12 @@ from typing import Any
 from imagegen_api import naming
 from imagegen_api.base import first_error
 from imagegen_api.messages import Heartbeat
-from imagegen_api.specs import GenerationPoolSpec, GenerationPoolStatus, ImageModelSpec
+from imagegen_api.specs import (
+    GatewayStatus,
+    GenerationPoolSpec,
+    GenerationPoolStatus,
+    ImageModelSpec,
+)
 from pydantic import ValidationError
 
 from . import builders, serving
@@ -41,6 +46,8 @@ from .status import (
 Manifest = dict[str, Any]
 # (bootstrap, topic names, partitions) the topics were last ensured for.
 TopicsKey = tuple[str, tuple[str, ...], int]
+# Key of the gateway's Deployment in PoolState.deployments (the others are keyed by role).
+GATEWAY = "gateway"
 # Unchanged children are applied again at least this often (seconds): a manual edit of a field
 # the operator renders is reverted within it. A change of what is rendered, a Deployment whose
 # replicas differ from the decision, or a missing one is applied at once.
@@ -373,9 +380,19 @@ def _events_and_status(r: _Report, *, applied: bool) -> tuple[tuple[PassEvent, .
         scaling_held=d.held,
         stalled=[str(s) for s in r.stalls],
         served=r.served,
+        gateway=gateway_status(r.state, r.spec),
     )
     status = pool_status(r.spec, obs, r.old_status, _wall(r.state.now))
     return tuple(events), status.to_wire()
+
+
+def gateway_status(state: PoolState, spec: GenerationPoolSpec) -> GatewayStatus | None:
+    """status.gateway: the Service's URL and the gateway Deployment's pods, when enabled."""
+    if not spec.gateway.enabled:
+        return None
+    dep = state.deployments.get(GATEWAY)
+    return GatewayStatus(url=naming.gateway_url(state.namespace, state.name),
+                         replicas=dep.replicas if dep else 0, ready=dep.ready if dep else 0)
 
 
 def _invalid_spec(state: PoolState, memory: PoolMemory, old: GenerationPoolStatus | None,

@@ -15,6 +15,7 @@ from imagegen_api.messages import Heartbeat
 from imagegen_api.specs import (
     Condition,
     ConditionStatus,
+    GatewayStatus,
     GenerationPoolSpec,
     GenerationPoolStatus,
     ImageModelStatus,
@@ -76,6 +77,8 @@ class PoolObservation:
     stalled: Sequence[str] = ()
     # Images and cache lookups of the last hour (serving.py); None: not computed this pass.
     served: Served | None = None
+    # The gateway's URL and pods when spec.gateway is enabled; None: no gateway.
+    gateway: GatewayStatus | None = None
 
 
 def merge_conditions(old: Iterable[Condition], new: Iterable[Condition],
@@ -182,6 +185,7 @@ def pool_status(spec: GenerationPoolSpec, obs: PoolObservation, old: GenerationP
         cache_hit_ratio=(_ratio(obs.served.hit_rate) if obs.served else old.cache_hit_ratio),
         last_scale_time=iso(now) if obs.scaled else old.last_scale_time,
         last_scale_reason=obs.scale_reason if obs.scaled else old.last_scale_reason,
+        gateway=obs.gateway,
         conditions=merge_conditions(old.conditions, conditions, now),
     )
 

@@ -79,6 +79,11 @@ BAD = [
      ["spec.storage.retentionDays", "greater than or equal to 1"]),
     ("retention over ten years", POOL, "models: [m]\nstorage: {retentionDays: 4000}",
      ["spec.storage.retentionDays", "less than or equal to 3650"]),
+    ("gateway without a keys Secret", POOL, "models: [m]\ngateway: {enabled: true}",
+     ["spec.gateway.auth", "gateway.auth.secretName is required when gateway.enabled is true"]),
+    ("gateway with no replicas", POOL,
+     "models: [m]\ngateway: {enabled: true, replicas: 0, auth: {secretName: k}}",
+     ["spec.gateway.replicas", "greater than or equal to 1"]),
     ("unknown wakeCold", POOL,
      "models: [m]\nqueue:\n  tiers:\n  - {name: relax, weight: 1, wakeCold: Sometimes}",
      ["spec.queue.tiers[0].wakeCold", "Unsupported value", "NearMaxWait"]),
@@ -121,6 +126,16 @@ def test_minimal_manifests_accepted_with_defaults(kubectl: Kubectl, crds: None,
     got = kubectl("get", "gp", name, "-n", k8s_namespace,
                   "-o", "jsonpath={.spec.warm.minReplicas}/{.spec.autoscaling.pollSeconds}").stdout
     assert got == "1/5"  # defaults applied by the API server from the schema
+
+
+def test_gateway_defaults(kubectl: Kubectl, crds: None, k8s_namespace: str) -> None:
+    name = unique("p")
+    kubectl("apply", "-n", k8s_namespace, "-f", "-", input=POOL.format(name=name, spec=indent(
+        "models: [m]\ngateway: {enabled: true, auth: {secretName: keys}}")))
+    got = kubectl("get", "gp", name, "-n", k8s_namespace, "-o",
+                  "jsonpath={.spec.gateway.replicas}/{.spec.gateway.resources.cpu}/"
+                  "{.spec.gateway.resources.memory}").stdout
+    assert got == "2/500m/512Mi"
 
 
 # --- spec edits that would strand a backlog (transition rules with oldSelf) -------------------

@@ -144,6 +144,7 @@ POOL_COLUMNS = [
             "Cache hit rate of the last hour (hits / lookups)"),
     _column("Images/h", ".status.imagesPerHour", "integer", 1, "Images served in the last hour"),
     _column("Last-Scale", ".status.lastScaleReason", "string", 1, "Why the last scale happened"),
+    _column("URL", ".status.gateway.url", "string", 1, "The gateway's in-cluster URL"),
 ]
 
 MODEL_COLUMNS = [

@@ -84,13 +84,7 @@ def _env(ctx: PoolContext, role: str) -> list[Manifest]:
         {"name": naming.ENV_MODEL_CACHE, "value": naming.MODEL_CACHE_DIR},
         {"name": "HOME", "value": "/tmp"},
     ]
-    # A literal from the spec goes into the ConfigMap; a reference or the default into env.
-    for env_name, ep in ((naming.ENV_KAFKA_BOOTSTRAP, endpoints.kafka(spec, d)),
-                         (naming.ENV_REDIS_URL, endpoints.redis(spec, d))):
-        if ep.ref is not None:
-            env.append(env_from(env_name, ep.ref))
-        elif ep.source == "default":
-            env.append(_default_env(env_name, ep.default, ctx))
+    env.extend(connection_env(ctx))
     endpoint = spec.storage.endpoint or d.s3_endpoint
     if endpoint and spec.storage.endpoint is None:
         env.append({"name": naming.ENV_S3_ENDPOINT, "value": endpoint})
@@ -99,6 +93,20 @@ def _env(ctx: PoolContext, role: str) -> list[Manifest]:
         for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
             env.append({"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}})
     env.extend({"name": e.name, "value": e.value} for e in spec.worker.env)
+    return env
+
+
+def connection_env(ctx: PoolContext) -> list[Manifest]:
+    """Kafka and Redis for a pod of the pool (workers, gateway). A literal from the spec is in
+    the ConfigMap already; a reference or the operator's default goes into env."""
+    spec, d = ctx.spec, ctx.defaults
+    env: list[Manifest] = []
+    for env_name, ep in ((naming.ENV_KAFKA_BOOTSTRAP, endpoints.kafka(spec, d)),
+                         (naming.ENV_REDIS_URL, endpoints.redis(spec, d))):
+        if ep.ref is not None:
+            env.append(env_from(env_name, ep.ref))
+        elif ep.source == "default":
+            env.append(_default_env(env_name, ep.default, ctx))
     return env
 
 
@@ -280,6 +288,8 @@ def warm_pdb(ctx: PoolContext) -> Manifest:
 
 def pool_children(ctx: PoolContext) -> list[Manifest]:
     """Everything a pool owns, in apply order (config before the workers that mount it)."""
+    from . import gateway  # builds on this module's helpers: imported here, not at the top
+
     cm = config_map(ctx)
     digest = config_hash(cm["data"][naming.WORKER_CONFIG_FILE])
     return [
@@ -288,4 +298,5 @@ def pool_children(ctx: PoolContext) -> list[Manifest]:
         deployment(ctx, naming.ROLE_COLD, digest),
         metrics_service(ctx),
         warm_pdb(ctx),
+        *(gateway.children(ctx) if ctx.spec.gateway.enabled else []),
     ]

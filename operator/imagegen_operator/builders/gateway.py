@@ -1,0 +1,132 @@
+"""Pool → its HTTP gateway (spec.gateway, when enabled): a `<pool>-gateway` Deployment (no GPU,
+non-root, read-only root filesystem, probes, resources, spread over nodes), its ClusterIP Service
+and a PodDisruptionBudget. The pods read the pool's worker ConfigMap (models, limits, tiers,
+topics), the same Kafka/Redis env as the workers, and the API keys from the auth Secret.
+
+Pure; called by workload.pool_children. Image: imagegen_gateway (`imagegen-gateway`).
+"""
+
+from __future__ import annotations
+
+from imagegen_api import naming
+
+from .context import PoolContext
+from .workload import WORKER_UID, BuildError, Manifest, _meta, _probe, connection_env
+
+
+def selector(ctx: PoolContext) -> dict[str, str]:
+    return {naming.LABEL_POOL: ctx.name, naming.LABEL_COMPONENT: "gateway"}
+
+
+def _labels(ctx: PoolContext) -> dict[str, str]:
+    return {**naming.pool_labels(ctx.name), naming.LABEL_NAME: "imagegen-gateway",
+            naming.LABEL_COMPONENT: "gateway"}
+
+
+def _env(ctx: PoolContext) -> list[Manifest]:
+    return [
+        {"name": naming.ENV_POD_NAME, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": naming.ENV_WORKER_CONFIG,
+         "value": f"{naming.WORKER_CONFIG_DIR}/{naming.WORKER_CONFIG_FILE}"},
+        {"name": naming.ENV_GATEWAY_KEYS,
+         "value": f"{naming.GATEWAY_KEYS_DIR}/{naming.GATEWAY_KEYS_FILE}"},
+        {"name": naming.ENV_HTTP_PORT, "value": str(naming.GATEWAY_HTTP_PORT)},
+        {"name": "HOME", "value": "/tmp"},
+        *connection_env(ctx),
+    ]
+
+
+def deployment(ctx: PoolContext) -> Manifest:
+    gw = ctx.spec.gateway
+    if not gw.auth.secret_name:
+        raise BuildError("spec.gateway.auth.secretName is required when the gateway is enabled")
+    res = {"cpu": gw.resources.cpu, "memory": gw.resources.memory}
+    name = naming.gateway_name(ctx.name)
+    pod: Manifest = {
+        "automountServiceAccountToken": False,
+        "terminationGracePeriodSeconds": 30,
+        "securityContext": {
+            "runAsNonRoot": True, "runAsUser": WORKER_UID, "runAsGroup": WORKER_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "topologySpreadConstraints": [{
+            "maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": selector(ctx)},
+        }],
+        "containers": [{
+            "name": "gateway",
+            "image": gw.image,
+            "imagePullPolicy": ctx.spec.worker.image_pull_policy,
+            "command": ["imagegen-gateway"],
+            "env": _env(ctx),
+            "ports": [{"name": "http", "containerPort": naming.GATEWAY_HTTP_PORT}],
+            "resources": {"requests": res, "limits": {"memory": gw.resources.memory}},
+            "readinessProbe": _probe("/readyz", 5, 2),
+            "livenessProbe": _probe("/healthz", 10, 3),
+            "securityContext": {
+                "allowPrivilegeEscalation": False,
+                "readOnlyRootFilesystem": True,
+                "capabilities": {"drop": ["ALL"]},
+            },
+            "volumeMounts": [
+                {"name": "config", "mountPath": naming.WORKER_CONFIG_DIR, "readOnly": True},
+                {"name": "keys", "mountPath": naming.GATEWAY_KEYS_DIR, "readOnly": True},
+                {"name": "tmp", "mountPath": "/tmp"},
+            ],
+        }],
+        "volumes": [
+            {"name": "config", "configMap": {"name": naming.config_map_name(ctx.name)}},
+            {"name": "keys", "secret": {"secretName": gw.auth.secret_name, "items": [
+                {"key": naming.GATEWAY_KEYS_FILE, "path": naming.GATEWAY_KEYS_FILE}]}},
+            {"name": "tmp", "emptyDir": {}},
+        ],
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {**_meta(ctx, name, "gateway"), "labels": _labels(ctx)},
+        "spec": {
+            "replicas": gw.replicas,
+            "revisionHistoryLimit": 3,
+            "selector": {"matchLabels": selector(ctx)},
+            "strategy": {"type": "RollingUpdate",
+                         "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "template": {
+                "metadata": {"labels": _labels(ctx), "annotations": {
+                    "prometheus.io/scrape": "true",
+                    "prometheus.io/port": str(naming.GATEWAY_HTTP_PORT),
+                    "prometheus.io/path": "/metrics"}},
+                "spec": pod,
+            },
+        },
+    }
+
+
+def service(ctx: PoolContext) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {**_meta(ctx, naming.gateway_name(ctx.name), "gateway"),
+                     "labels": _labels(ctx)},
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector(ctx),
+            "ports": [{"name": "http", "port": naming.GATEWAY_HTTP_PORT, "targetPort": "http"}],
+        },
+    }
+
+
+def pdb(ctx: PoolContext) -> Manifest:
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {**_meta(ctx, naming.gateway_name(ctx.name), "gateway"),
+                     "labels": _labels(ctx)},
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector(ctx)}},
+    }
+
+
+def children(ctx: PoolContext) -> list[Manifest]:
+    """Deployment, Service, PDB (applied after the ConfigMap the pods mount)."""
+    return [deployment(ctx), service(ctx), pdb(ctx)]
