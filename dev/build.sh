@@ -94,6 +94,15 @@ build_minio() {
   touch "$out/.complete"
 }
 
+build_promtool() {
+  local out="$CACHE/promtool-$PROMETHEUS_VERSION"
+  cached "$out" && return 0
+  log "promtool $PROMETHEUS_VERSION (Prometheus $(sed -E 's/^v0\.([0-9])([0-9]{2})\./v\1.\2./' <<<"$PROMETHEUS_VERSION"))"
+  mkdir -p "$out/bin"
+  GOBIN="$out/bin" GOFLAGS="-buildvcs=false" go install -trimpath -ldflags "-s -w" "github.com/prometheus/prometheus/cmd/promtool@$PROMETHEUS_VERSION"
+  touch "$out/.complete"
+}
+
 build_kafka() {
   local out="$CACHE/kafka-$KAFKA_VERSION"
   cached "$out" && return 0
@@ -127,7 +136,7 @@ ensure_redis() {
   (service redis-server stop || true) >/dev/null 2>&1
 }
 
-all=(redis kafka etcd kwok k8s minio helm)
+all=(redis kafka etcd kwok k8s minio helm promtool)
 components=("${@:-${all[@]}}")
 for c in "${components[@]}"; do
   case "$c" in
@@ -138,6 +147,7 @@ for c in "${components[@]}"; do
     k8s|kubernetes) build_k8s ;;
     minio) build_minio ;;
     helm) build_helm ;;
+    promtool) build_promtool ;;
     *) echo "unknown component: $c" >&2; exit 2 ;;
   esac
 done

@@ -425,4 +425,5 @@ def bin_links(lay: Layout) -> dict[str, Path]:
         "kwok": lay.kwok_dir / "bin" / "kwok",
         "etcd": lay.etcd_bin,
         "minio": lay.minio_bin,
+        "promtool": lay.promtool_bin,
     }

@@ -67,6 +67,10 @@ class Layout:
         return self.component_dir("helm", "HELM_VERSION") / "bin" / "helm"
 
     @property
+    def promtool_bin(self) -> Path:
+        return self.component_dir("promtool", "PROMETHEUS_VERSION") / "bin" / "promtool"
+
+    @property
     def kafka_libs(self) -> Path:
         return self.component_dir("kafka", "KAFKA_VERSION") / "libs"
 
