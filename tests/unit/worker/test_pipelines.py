@@ -25,7 +25,6 @@ from imagegen_api.specs import ImageModelSpec, LoraAdapter, Optimizations
 from imagegen_worker.pipelines import (
     SAMPLER_SCHEDULERS,
     ImageJob,
-    ModelLoadError,
     ModelRunner,
     architecture,
     batch_key,
@@ -335,13 +334,53 @@ def test_fused_qkv_is_skipped_with_loras() -> None:
     assert report.skipped == {"fuse_qkv": "LoRA adapters loaded"}
 
 
-@pytest.mark.skipif(loader.peft_available(), reason="peft installed: adapters load")
-def test_loras_without_peft_fail_the_load_clearly(saved: Path) -> None:
-    spec = SPEC.model_copy(
-        update={"loras": [LoraAdapter(name="style", source=f"file://{saved}/tiny-sdxl")]}
-    )
-    with pytest.raises(ModelLoadError, match="peft"):
-        ModelRunner.load("lora", spec)
+def make_lora(folder: Path, *, seed: int) -> Path:
+    """A LoRA made in code: peft adapters with random weights on the builtin model's UNet
+    attention, saved in diffusers' LoRA format (pytorch_lora_weights.safetensors)."""
+    from diffusers import StableDiffusionXLPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    torch.manual_seed(seed)
+    unet = architecture.build_sdxl_pipeline(
+        architecture.TINY, seed=runner.BUILTIN_SEED, dtype=torch.float32).unet
+    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False,
+                                target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    state = {k: v * 2.0 for k, v in
+             convert_state_dict_to_diffusers(get_peft_model_state_dict(unet)).items()}
+    StableDiffusionXLPipeline.save_lora_weights(folder, unet_lora_layers=state)
+    return folder / "pytorch_lora_weights.safetensors"
+
+
+@pytest.fixture(scope="module")
+def lora_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_lora(tmp_path_factory.mktemp("lora"), seed=7)
+
+
+def test_peft_is_installed_with_the_worker() -> None:
+    assert loader.peft_available()
+
+
+@pytest.mark.parametrize(("source", "root"), [("file", False), ("pvc", True)])
+def test_a_lora_made_in_code_loads_and_changes_pixels(
+    tiny: ModelRunner, lora_file: Path, source: str, root: bool
+) -> None:
+    url = (f"pvc://lora/{lora_file.name}" if root else f"file://{lora_file}")
+    spec = SPEC.model_copy(update={"loras": [LoraAdapter(name="style", source=url)]})
+    styled = ModelRunner.load("styled", spec, cache_dir=str(lora_file.parent) if root
+                              else None)
+    assert "+lora:" in styled.revision and styled.revision != tiny.revision
+    base, out = pixels(tiny.generate([job(42)])[0]), pixels(styled.generate([job(42)])[0])
+    assert not np.array_equal(out, base)
+    assert np.abs(out.astype(int) - base.astype(int)).mean() > 1.0
+
+
+def test_a_lora_at_weight_zero_draws_the_base_images(tiny: ModelRunner, lora_file: Path) -> None:
+    spec = SPEC.model_copy(update={"loras": [
+        LoraAdapter(name="style", source=f"file://{lora_file}", weight=0.0)]})
+    muted = ModelRunner.load("muted", spec)
+    assert np.array_equal(pixels(muted.generate([job(42)])[0]), pixels(tiny.generate([job(42)])[0]))
 
 
 class FakeLoraPipeline:
