@@ -12,6 +12,7 @@ The upgrade follows the README: CRDs applied server-side first, then `helm upgra
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import tarfile
@@ -93,8 +94,11 @@ def test_helm_upgrade_keeps_pool_and_workers(stack: StackEnv, kubectl: Kubectl) 
               "--set", f"s3.endpoint={stack.s3_endpoint}",
               "--set", "replicas=1", "--set", "leaderElection.enabled=false",
               "--wait", "--timeout", "90s"]
+    # Relative to the pod's working directory (the repo root, dev/podrunner.py): an absolute
+    # value under /tmp (a checkout in /tmp) would be taken for the pod's /tmp mount and rewritten.
+    rel = Path(os.path.relpath(old, ROOT))
     old_code = json.dumps([{"name": "PYTHONPATH",
-                            "value": f"{old / 'operator'}:{old / 'api'}"}])
+                            "value": f"{rel / 'operator'}:{rel / 'api'}"}])
     for ns in (install_ns, watched_ns):
         kubectl("create", "namespace", ns)
     installed = False
