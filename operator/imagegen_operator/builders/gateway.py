@@ -11,7 +11,15 @@ from __future__ import annotations
 from imagegen_api import naming
 
 from .context import PoolContext
-from .workload import WORKER_UID, BuildError, Manifest, _meta, _probe, connection_env
+from .workload import (
+    WORKER_UID,
+    BuildError,
+    Manifest,
+    _meta,
+    _probe,
+    connection_env,
+    container_security,
+)
 
 
 def selector(ctx: PoolContext) -> dict[str, str]:
@@ -64,11 +72,7 @@ def deployment(ctx: PoolContext) -> Manifest:
             "resources": {"requests": res, "limits": {"memory": gw.resources.memory}},
             "readinessProbe": _probe("/readyz", 5, 2),
             "livenessProbe": _probe("/healthz", 10, 3),
-            "securityContext": {
-                "allowPrivilegeEscalation": False,
-                "readOnlyRootFilesystem": True,
-                "capabilities": {"drop": ["ALL"]},
-            },
+            "securityContext": container_security(),
             "volumeMounts": [
                 {"name": "config", "mountPath": naming.WORKER_CONFIG_DIR, "readOnly": True},
                 {"name": "keys", "mountPath": naming.GATEWAY_KEYS_DIR, "readOnly": True},

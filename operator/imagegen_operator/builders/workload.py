@@ -138,6 +138,13 @@ def _resources(ctx: PoolContext) -> Manifest:
     return {"requests": requests, "limits": limits}
 
 
+def container_security() -> Manifest:
+    """The container security context of every pod the operator builds (workers, gateway):
+    no privilege escalation, read-only root filesystem, no capabilities."""
+    return {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]}}
+
+
 def _probe(path: str, period: int, failures: int) -> Manifest:
     return {
         "httpGet": {"path": path, "port": "http"},
@@ -190,11 +197,7 @@ def _pod_template(ctx: PoolContext, role: str, config_digest: str) -> Manifest:
                 "lifecycle": {"preStop": {"exec": {"command": [
                     "imagegen-worker", "drain", "--wait",
                     str(spec.worker.termination_grace_period_seconds - 5)]}}},
-                "securityContext": {
-                    "allowPrivilegeEscalation": False,
-                    "readOnlyRootFilesystem": True,
-                    "capabilities": {"drop": ["ALL"]},
-                },
+                "securityContext": container_security(),
                 "volumeMounts": [
                     {"name": "config", "mountPath": naming.WORKER_CONFIG_DIR, "readOnly": True},
                     {"name": "model-cache", "mountPath": naming.MODEL_CACHE_DIR,
