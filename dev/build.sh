@@ -52,6 +52,42 @@ build_k8s() {
   touch "$out/.complete"
 }
 
+# The kubelet of a real node (dev/stack's "node" component), from the same wrapper module as the
+# control plane, and the sandbox ("pause") binary from the module's build/pause/linux/pause.c
+# (no registry image can be pulled here; dev/localstack/node.py packages it as an image).
+build_kubelet() {
+  local out="$CACHE/kubelet-$K8S_VERSION"
+  cached "$out" && return 0
+  build_k8s
+  local src="$CACHE/src/k8s-wrapper-$K8S_VERSION"
+  mkdir -p "$out/bin"
+  log "kubelet $K8S_VERSION and pause"
+  local pkgv="k8s.io/component-base/version" cgv="k8s.io/client-go/pkg/version"
+  local minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
+  local ld="-s -w"
+  for p in $pkgv $cgv; do
+    ld+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean -X $p.buildDate=2025-01-01T00:00:00Z"
+  done
+  (cd "$src" && go build -trimpath -ldflags "$ld" -o "$out/bin/" k8s.io/kubernetes/cmd/kubelet)
+  local moddir
+  moddir="$(cd "$src" && go list -m -f '{{.Dir}}' k8s.io/kubernetes)"
+  gcc -Os -static -Wall -DVERSION="\"$K8S_VERSION-imagegen\"" -o "$out/bin/pause" \
+    "$moddir/build/pause/linux/pause.c"
+  touch "$out/.complete"
+}
+
+# containerd and runc for the real node (Debian packages; CNI plugins come with podman).
+ensure_containerd() {
+  local missing=()
+  for tool in containerd runc; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+  [[ -d /usr/lib/cni ]] || missing+=(containernetworking-plugins)
+  ((${#missing[@]})) || return 0
+  log "${missing[*]} from Debian"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  # Debian's package may start a system containerd; the stack runs its own.
+  (service containerd stop || true) >/dev/null 2>&1
+}
+
 build_etcd() {
   local out="$CACHE/etcd-$ETCD_VERSION"
   cached "$out" && return 0
@@ -136,7 +172,7 @@ ensure_redis() {
   (service redis-server stop || true) >/dev/null 2>&1
 }
 
-all=(redis kafka etcd kwok k8s minio helm promtool)
+all=(redis kafka etcd kwok k8s minio helm promtool containerd kubelet)
 components=("${@:-${all[@]}}")
 for c in "${components[@]}"; do
   case "$c" in
@@ -148,6 +184,8 @@ for c in "${components[@]}"; do
     minio) build_minio ;;
     helm) build_helm ;;
     promtool) build_promtool ;;
+    kubelet) build_kubelet ;;
+    containerd) ensure_containerd ;;
     *) echo "unknown component: $c" >&2; exit 2 ;;
   esac
 done

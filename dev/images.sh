@@ -4,7 +4,9 @@
 # image store.
 #
 #   dev/images.sh [build [operator|worker ...]]   build (default: both); unchanged inputs: no rebuild
+#   dev/images.sh build pause                    the real nodes' sandbox image (dev/stack)
 #   dev/images.sh tag operator|worker            print the image reference of the current inputs
+#   dev/images.sh ref operator|worker|pause      that reference if it is built (exit 1 if not)
 #   dev/images.sh run ARGS...                    podman run on that store, rlimits the host allows
 #   dev/images.sh podman ARGS...                 podman on the images' store (runc, cgroupfs)
 #
@@ -163,6 +165,36 @@ build_one() {
   echo "$ref"
 }
 
+# The sandbox ("pause") image of the dev stack's real nodes: the static binary dev/build.sh
+# compiles from the Kubernetes sources, FROM scratch (no registry image can be pulled here).
+build_pause() {
+  # shellcheck source=versions.env
+  source dev/versions.env
+  local ref="localhost/imagegen-pause:$K8S_VERSION" bin="$CACHE/kubelet-$K8S_VERSION/bin/pause"
+  if pod image exists "$ref"; then echo "$ref"; return; fi
+  [[ -x "$bin" ]] || dev/build.sh kubelet
+  local ctx
+  ctx="$(mktemp -d)"
+  cp "$bin" "$ctx/pause"
+  printf 'FROM scratch\nCOPY pause /pause\nUSER 65535:65535\nENTRYPOINT ["/pause"]\n' >"$ctx/Containerfile"
+  buildah build --quiet --isolation chroot --tag "$ref" "$ctx" >/dev/null
+  rm -rf "$ctx"
+  log "built $ref"
+  echo "$ref"
+}
+
+# The reference of an image built from the current inputs, if it is in the store (exit 1 if not).
+ref() {
+  local r
+  if [[ "$1" == pause ]]; then
+    # shellcheck source=versions.env
+    source dev/versions.env; r="localhost/imagegen-pause:$K8S_VERSION"
+  else
+    r="localhost/imagegen-$1:$(image_key "$1")"
+  fi
+  pod image exists "$r" && echo "$r"
+}
+
 main() {
   local cmd="${1:-build}"
   [[ $# -gt 0 ]] && shift
@@ -171,9 +203,12 @@ main() {
       need_tools; store_conf; base_image
       local names=("$@")
       ((${#names[@]})) || names=(operator worker)
-      for name in "${names[@]}"; do build_one "$name"; done
+      for name in "${names[@]}"; do
+        if [[ "$name" == pause ]]; then build_pause; else build_one "$name"; fi
+      done
       ;;
     tag) need_tools; store_conf; echo "localhost/imagegen-$1:$(image_key "$1")" ;;
+    ref) need_tools; store_conf; ref "$1" ;;
     podman) need_tools; store_conf; pod "$@" ;;
     run) need_tools; store_conf; run "$@" ;;
     *) echo "usage: dev/images.sh [build [operator|worker]] | tag NAME | run ARGS... | podman ARGS..." >&2; exit 2 ;;

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import certs, health
+from . import certs, health, node
 from .layout import DEV, ROOT, Layout
 
 
@@ -26,6 +26,9 @@ class Component:
     after_start: Callable[[Layout], None] = lambda lay: None
     env: Callable[[Layout], dict[str, str]] = lambda lay: dict(os.environ)
     timeout: float = 90.0
+    # `dev/stack down`: what to do while the process still runs, and after it stopped.
+    before_stop: Callable[[Layout], None] = lambda lay: None
+    after_stop: Callable[[Layout], None] = lambda lay: None
 
 
 # --- etcd ----------------------------------------------------------------------------------
@@ -65,8 +68,15 @@ def _apiserver(lay: Layout) -> list[str]:
         str(lay.k8s_bin("kube-apiserver")),
         f"--etcd-servers=http://127.0.0.1:{lay.etcd_port}",
         f"--secure-port={lay.apiserver_port}",
-        "--bind-address=127.0.0.1",
+        # All addresses: pods on the real nodes reach it at the host's address (Layout.pod_env).
+        "--bind-address=0.0.0.0",
         "--advertise-address=127.0.0.1",
+        # logs/exec/port-forward on real nodes: the API server calls the kubelet at the node's
+        # InternalIP with its own client certificate and checks the kubelet's against the CA.
+        f"--kubelet-client-certificate={c / 'apiserver-kubelet-client.crt'}",
+        f"--kubelet-client-key={c / 'apiserver-kubelet-client.key'}",
+        f"--kubelet-certificate-authority={c / 'ca.crt'}",
+        "--kubelet-preferred-address-types=InternalIP",
         "--endpoint-reconciler-type=none",
         "--service-cluster-ip-range=10.96.0.0/16",
         f"--tls-cert-file={c / 'apiserver.crt'}",
@@ -85,7 +95,7 @@ def _apiserver(lay: Layout) -> list[str]:
 
 
 def _prepare_apiserver(lay: Layout) -> None:
-    certs.ensure(lay.certs)
+    certs.ensure(lay.certs, lay.host_ip)
     certs.write_kubeconfig(lay.kubeconfig, lay.apiserver_url, lay.certs)
 
 
@@ -218,10 +228,10 @@ def _prepare_kafka(lay: Layout) -> None:
     props.write_text(f"""process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:{lay.kafka_controller_port}
-listeners=PLAINTEXT://127.0.0.1:{lay.kafka_port},CONTROLLER://127.0.0.1:{lay.kafka_controller_port}
-advertised.listeners=PLAINTEXT://127.0.0.1:{lay.kafka_port}
+listeners=PLAINTEXT://127.0.0.1:{lay.kafka_port},CONTROLLER://127.0.0.1:{lay.kafka_controller_port},PODS://{lay.host_ip}:{lay.kafka_pods_port}
+advertised.listeners=PLAINTEXT://127.0.0.1:{lay.kafka_port},PODS://{lay.host_ip}:{lay.kafka_pods_port}
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,PODS:PLAINTEXT
 inter.broker.listener.name=PLAINTEXT
 log.dirs={kdir / "data"}
 num.partitions=1
@@ -288,6 +298,7 @@ def _redis(lay: Layout) -> list[str]:
         str(lay.redis_port),
         "--bind",
         "127.0.0.1",
+        lay.host_ip,  # pods on the real nodes
         "--save",
         "",
         "--appendonly",
@@ -305,7 +316,7 @@ def _minio(lay: Layout) -> list[str]:
         "server",
         str(lay.state / "minio"),
         "--address",
-        f"127.0.0.1:{lay.minio_port}",
+        f":{lay.minio_port}",  # every address: pods on the real nodes use the host's
         "--console-address",
         f"127.0.0.1:{lay.minio_console_port}",
         "--quiet",
@@ -411,6 +422,52 @@ COMPONENTS: tuple[Component, ...] = (
 )
 
 
+# --- real kubelet nodes (dev/localstack/node.py) ---------------------------------------------
+
+
+def _node_components(n: node.RealNode) -> tuple[Component, Component]:
+    def stop_containerd(lay: Layout) -> None:
+        node.kill_tasks(lay, n)
+
+    return (
+        Component(
+            f"containerd-{n.name}",
+            lambda lay: node.containerd_argv(lay, n),
+            lambda lay: node.containerd_healthy(lay, n),
+            lambda lay: f"unix://{node.socket_path(lay, n)}",
+            prepare=lambda lay: node.prepare_containerd(lay, n),
+            # The sandbox image and the images dev/images.sh built for these sources.
+            after_start=lambda lay: node.import_images(lay, n),
+            before_stop=stop_containerd,
+            after_stop=lambda lay: node.cleanup_node(lay, n),
+            timeout=1800,
+        ),
+        Component(
+            f"kubelet-{n.name}",
+            lambda lay: node.kubelet_argv(lay, n),
+            lambda lay: node.kubelet_healthy(lay, n),
+            lambda lay: (f"node {n.name} ({n.capacity_type}, {node.GPUS_PER_NODE} GPUs "
+                         f"advertised) https://{lay.host_ip}:{n.kubelet_port}"),
+            prepare=lambda lay: node.prepare_kubelet(lay, n),
+            after_start=lambda lay: node.advertise_gpus(lay, n),
+            before_stop=lambda lay: node.drain_pods(lay, n),
+            timeout=120,
+        ),
+    )
+
+
+COMPONENTS = COMPONENTS + tuple(c for n in node.nodes() for c in _node_components(n))
+
+
+def host_cleanup(lay: Layout) -> list[str]:
+    """After every component stopped: what the real nodes changed on the host, undone."""
+    if not (lay.state / "nodes").exists():
+        return []
+    node.remove_netns(lay)
+    node.remove_bridge()
+    return node.restore_sysctls(lay)
+
+
 def by_name(name: str) -> Component:
     for c in COMPONENTS:
         if c.name == name:
@@ -426,4 +483,5 @@ def bin_links(lay: Layout) -> dict[str, Path]:
         "etcd": lay.etcd_bin,
         "minio": lay.minio_bin,
         "promtool": lay.promtool_bin,
+        "kubelet": lay.kubelet_bin,
     }

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,8 @@ class Layout:
     kwok_port: int = _port("KWOK", 16080)
     kafka_port: int = _port("KAFKA", 19092)
     kafka_controller_port: int = _port("KAFKA_CONTROLLER", 19093)
+    # Kafka's second listener, advertised at the host's address for pods on the real nodes.
+    kafka_pods_port: int = _port("KAFKA_PODS", 19094)
     redis_port: int = _port("REDIS", 16379)
     minio_port: int = _port("MINIO", 19000)
     minio_console_port: int = _port("MINIO_CONSOLE", 19001)
@@ -49,6 +52,18 @@ class Layout:
 
     def k8s_bin(self, name: str) -> Path:
         return self.component_dir("kubernetes", "K8S_VERSION") / "bin" / name
+
+    @property
+    def kubelet_bin(self) -> Path:
+        return self.component_dir("kubelet", "K8S_VERSION") / "bin" / "kubelet"
+
+    @property
+    def pause_bin(self) -> Path:
+        return self.component_dir("kubelet", "K8S_VERSION") / "bin" / "pause"
+
+    @property
+    def host_ip(self) -> str:
+        return host_ip()
 
     @property
     def etcd_bin(self) -> Path:
@@ -98,6 +113,19 @@ class Layout:
     def apiserver_url(self) -> str:
         return f"https://127.0.0.1:{self.apiserver_port}"
 
+    def pod_env(self) -> dict[str, str]:
+        """The stack's addresses as pods on the real nodes reach them: the host's address (the
+        services listen there too), not 127.0.0.1, which is the pod's own loopback; the API
+        server explicitly, as there is no kube-proxy behind the `kubernetes` Service."""
+        ip = self.host_ip
+        return {
+            "KUBERNETES_SERVICE_HOST": ip,
+            "KUBERNETES_SERVICE_PORT": str(self.apiserver_port),
+            "IMAGEGEN_KAFKA_BOOTSTRAP": f"{ip}:{self.kafka_pods_port}",
+            "IMAGEGEN_REDIS_URL": f"redis://{ip}:{self.redis_port}/0",
+            "IMAGEGEN_S3_ENDPOINT": f"http://{ip}:{self.minio_port}",
+        }
+
     def env(self) -> dict[str, str]:
         """What `dev/stack env` exports: enough for any shell or test to use the stack."""
         return {
@@ -111,6 +139,23 @@ class Layout:
             "IMAGEGEN_STATE": str(self.state),
             "PATH": f"{self.bin}:{ROOT / '.venv' / 'bin'}:{os.environ.get('PATH', '')}",
         }
+
+
+@functools.cache
+def host_ip() -> str:
+    """The machine's first global IPv4 address: a kubelet's node IP may not be loopback, and
+    pods reach the stack's services there. IMAGEGEN_STACK_HOST_IP overrides it."""
+    if os.environ.get("IMAGEGEN_STACK_HOST_IP"):
+        return os.environ["IMAGEGEN_STACK_HOST_IP"]
+    import subprocess
+
+    out = subprocess.run(["ip", "-4", "-o", "addr", "show", "scope", "global"],
+                         capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) >= 4 and fields[2] == "inet":
+            return fields[3].split("/")[0]
+    raise RuntimeError("no global IPv4 address on this machine (set IMAGEGEN_STACK_HOST_IP)")
 
 
 def layout() -> Layout:
