@@ -103,6 +103,13 @@ class Prefetch(KubeModel):
         None, pattern=QUANTITY,
         description="When set, the operator creates the claim if it is missing.")
     storage_class_name: str | None = None
+    access_mode: Literal["ReadWriteMany", "ReadWriteOnce", "ReadWriteOncePod"] = Field(
+        "ReadWriteMany",
+        description="Access mode of the claim the operator creates. ReadWriteMany (the default) "
+        "lets warm and cold workers on different nodes mount it (read-only) at once; it needs a "
+        "storage class that supports it (NFS, EFS, Filestore, CephFS, ...). With ReadWriteOnce "
+        "every worker must run on one node (a pool placing workers on more than one is reported "
+        "Degraded, reason CacheClaimPlacement).")
 
 
 class Optimizations(KubeModel):

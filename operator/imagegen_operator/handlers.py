@@ -61,6 +61,12 @@ def worker_deployments(namespace: str | None, name: str, body: kopf.Body,
     return {(namespace, name): pool_observe.deployment_view(body)}
 
 
+@kopf.index("", "v1", "persistentvolumeclaims")
+def cache_claims(namespace: str | None, name: str, spec: kopf.Spec, **_: Any) -> dict[Any, Any]:
+    """Access modes of every claim: can a pool's model-cache claim serve its placement."""
+    return {(namespace, name): tuple(spec.get("accessModes") or ())}
+
+
 @kopf.index("", "v1", "pods", labels=WORKERS)
 def worker_pods(namespace: str | None, labels: kopf.Labels, body: kopf.Body,
                 **_: Any) -> dict[Any, Any]:
@@ -86,7 +92,8 @@ def _pool_lock(memo: kopf.Memo) -> asyncio.Lock:
 async def _pool_pass(body: kopf.Body, memo: kopf.Memo, kw: dict[str, Any]) -> None:
     rt = _runtime(memo)
     indexes = pool_observe.Indexes(models=kw["model_specs"],
-                                   deployments=kw["worker_deployments"], pods=kw["worker_pods"])
+                                   deployments=kw["worker_deployments"], pods=kw["worker_pods"],
+                                   claims=kw["cache_claims"])
     async with _pool_lock(memo):
         try:
             async with asyncio.timeout(PASS_TIMEOUT_S):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from imagegen_api import naming
@@ -51,6 +51,8 @@ class Indexes:
     deployments: Index
     # (namespace, pool) → [PodView, …]
     pods: Index
+    # (namespace, claim) → [access modes]
+    claims: Index = field(default_factory=dict)
 
 
 def deployment_view(body: Mapping[str, Any]) -> DeploymentView:
@@ -107,11 +109,21 @@ async def observe(rt: Runtime, body: Mapping[str, Any], memory: PoolMemory,
                    for role in naming.ROLES}
     deployments[GATEWAY] = _one(indexes.deployments, (namespace, naming.gateway_name(name)))
     pods = tuple(indexes.pods.get((namespace, name)) or ())
+    claim_modes = {claim: tuple(modes) for claim in _claims(models)
+                   if (modes := _one(indexes.claims, (namespace, claim))) is not None}
     return PoolState(
         namespace=namespace, name=name, uid=state.uid, generation=state.generation,
         labels=state.labels, spec=state.spec, status=state.status, now=now,
         models=models, problems=tuple(problems), kafka=kafka, heartbeats=heartbeats,
-        deployments=deployments, pods=pods)
+        deployments=deployments, pods=pods, claim_modes=claim_modes)
+
+
+def _claims(models: Mapping[str, ImageModelSpec]) -> set[str]:
+    """The model-cache claims the pool's models name (prefetch claims, pvc:// sources)."""
+    found = {m.prefetch.claim_name for m in models.values() if m.prefetch is not None}
+    found |= {m.source.removeprefix("pvc://").split("/", 1)[0] for m in models.values()
+              if m.source.startswith("pvc://")}
+    return found
 
 
 def _one(index: Index, key: Any) -> Any:

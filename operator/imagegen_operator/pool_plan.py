@@ -26,7 +26,7 @@ from imagegen_api.specs import (
 )
 from pydantic import ValidationError
 
-from . import builders, serving
+from . import builders, cache_claims, serving
 from .builders.context import OperatorDefaults
 from .builders.workload import worker_image
 from .problems import Problem, Reason
@@ -154,6 +154,8 @@ class PoolState:
     heartbeats: tuple[Heartbeat, ...] = ()
     deployments: Mapping[str, DeploymentView | None] = field(default_factory=dict)
     pods: tuple[PodView, ...] = ()
+    # The model-cache claims the pool's models use → their access modes (claims that exist).
+    claim_modes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -219,6 +221,9 @@ def plan(state: PoolState, memory: PoolMemory, config: PlanSettings) -> PoolPlan
         return _invalid_spec(state, memory, old_status, err)
 
     problems = list(state.problems)
+    for claim, modes in sorted(state.claim_modes.items()):
+        if (problem := cache_claims.placement_problem(claim, modes, spec)) is not None:
+            problems.append(problem)
     events: list[PassEvent] = []
     k = state.kafka
     topics_ensured, kafka_failing = _kafka(k, memory, problems, events)

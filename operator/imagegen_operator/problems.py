@@ -24,6 +24,8 @@ class Reason(StrEnum):
     IMAGE_NOT_ALLOWED = "ImageNotAllowed"
     # The children cannot be rendered as specified (e.g. two cache claims).
     INVALID_CHILDREN = "InvalidChildren"
+    # The model cache claim cannot be mounted where the pool places workers (e.g. RWO).
+    CACHE_CLAIM_PLACEMENT = "CacheClaimPlacement"
     APPLY_FAILED = "ApplyFailed"
 
 

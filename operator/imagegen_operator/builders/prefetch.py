@@ -38,7 +38,7 @@ def cache_pvc(namespace: str, model: str, spec: ImageModelSpec, owner: Owner) ->
     if pf is None or pf.size is None:
         return None
     pvc_spec: Manifest = {
-        "accessModes": ["ReadWriteOnce"],
+        "accessModes": [pf.access_mode],
         "resources": {"requests": {"storage": pf.size}},
     }
     if pf.storage_class_name:

@@ -286,3 +286,17 @@ def test_a_value_read_from_a_secret_is_never_echoed() -> None:
     literal = endpoints.kafka(_spec({"bootstrapServers": "b:1"}), OperatorDefaults())
     assert literal.redact("Kafka at b:1 unreachable", "b:1") == "Kafka at b:1 unreachable"
 
+
+
+def test_a_read_write_once_cache_claim_with_warm_and_cold_workers_is_degraded() -> None:
+    cached = ImageModelSpec.model_validate(
+        {"source": "s3://weights/tiny", "prefetch": {"claimName": "tiny-cache"}})
+    once = plan(state(models={"tiny": cached}, claim_modes={"tiny-cache": ("ReadWriteOnce",)}),
+                PoolMemory(), config())
+    degraded = condition(once, "Degraded")
+    assert degraded["status"] == "True" and degraded["reason"] == "CacheClaimPlacement"
+    assert "tiny-cache" in degraded["message"]
+    assert once.children  # the workers are still rendered: the condition says why some hang
+    many = plan(state(models={"tiny": cached}, claim_modes={"tiny-cache": ("ReadWriteMany",)}),
+                PoolMemory(), config())
+    assert condition(many, "Degraded")["status"] == "False"
