@@ -6,7 +6,7 @@ PY := .venv/bin/python
 .PHONY: demo test setup stack-up stack-down lint unit packaging integration chaos crds bench-cpu \
 	images images-test
 
-demo: setup stack-up
+demo: setup images stack-up
 	$(PY) dev/demo.py
 
 test: setup lint unit packaging integration chaos

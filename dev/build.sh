@@ -139,6 +139,15 @@ build_promtool() {
   touch "$out/.complete"
 }
 
+build_registry() {
+  local out="$CACHE/registry-$REGISTRY_VERSION"
+  cached "$out" && return 0
+  log "registry (distribution) $REGISTRY_VERSION"
+  mkdir -p "$out/bin"
+  GOBIN="$out/bin" GOFLAGS="-buildvcs=false" go install -trimpath -ldflags "-s -w" "github.com/distribution/distribution/v3/cmd/registry@$REGISTRY_VERSION"
+  touch "$out/.complete"
+}
+
 build_kafka() {
   local out="$CACHE/kafka-$KAFKA_VERSION"
   cached "$out" && return 0
@@ -172,7 +181,7 @@ ensure_redis() {
   (service redis-server stop || true) >/dev/null 2>&1
 }
 
-all=(redis kafka etcd kwok k8s minio helm promtool containerd kubelet)
+all=(redis kafka etcd kwok k8s minio helm promtool containerd kubelet registry)
 components=("${@:-${all[@]}}")
 for c in "${components[@]}"; do
   case "$c" in
@@ -185,6 +194,7 @@ for c in "${components[@]}"; do
     helm) build_helm ;;
     promtool) build_promtool ;;
     kubelet) build_kubelet ;;
+    registry) build_registry ;;
     containerd) ensure_containerd ;;
     *) echo "unknown component: $c" >&2; exit 2 ;;
   esac

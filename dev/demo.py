@@ -1,14 +1,20 @@
 """The README's first command, end to end on the local stack (run by `make demo`).
 
-Installs the CRDs and the operator, applies the example models and the tiny pool (whose worker
-pods the local pod runner turns into real worker processes), submits prompts across the three
-tiers through the client with a progress bar, lets the pool scale, then prints `kubectl get
-imagegen`, the per-request results table, and writes the images plus a contact sheet to out/demo/.
+Installs the CRDs and the operator with Helm, applies the example models and the tiny pool, submits
+prompts across the three tiers through the client with a progress bar, lets the pool scale, then
+prints `kubectl get imagegen`, the per-request results table, and writes the images plus a contact
+sheet to out/demo/.
 
-The prompts go to builtin://shapes-sdxl, the tiny SDXL trained in code on coloured shapes
-(`dev/setup` trains it once per machine), so a person can check each picture against the
-prompt printed under it; the demo also reads every picture's colours back from its pixels and
-prints how many match.
+Everything runs as real pods: the operator and the pool's workers are containers from the images
+`make images` built, on the stack's kubelet nodes (dev/realpods.py) — the warm workers on the
+on-demand node, the cold ones on the spot node — with probes, preStop drain, SIGTERM, uid 10001
+and a read-only root filesystem, all through the kubelet.
+
+The prompts go to shapes-sdxl, the tiny SDXL trained in code on coloured shapes (`dev/setup`
+trains it once per machine); the demo publishes the weights to the stack's S3 and the ImageModel
+loads them from there (an s3:// source, as production weights would), so a person can check each
+picture against the prompt printed under it; the demo also reads every picture's colours back
+from its pixels and prints how many match.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "dev"))
 
+import realpods  # noqa: E402
 import yaml  # noqa: E402
 from demo_report import contact_sheet, results_table  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -68,23 +75,46 @@ OPERATOR_NAMESPACE = "imagegen-system"
 
 def install_operator(env: dict[str, str]) -> None:
     """`helm upgrade --install` of charts/imagegen-operator, as on a real cluster: two replicas
-    (leader election by Lease: one acts, one stands by), the chart's ServiceAccount and RBAC.
-    The pod label hands the operator pods to the local pod runner, which runs each as a local
-    process with its ServiceAccount token."""
+    (leader election by Lease: one acts, one stands by), the chart's ServiceAccount and RBAC,
+    its pods from the built operator image on the on-demand real node."""
     helm = str(Path(env["IMAGEGEN_STATE"]) / "bin" / "helm")
     chart = str(ROOT / "charts" / "imagegen-operator")
     args = [helm, "upgrade", "--install", "imagegen-operator", chart,
             "-n", OPERATOR_NAMESPACE, "--create-namespace", "--wait", "--timeout", "180s",
-            "--set", "podLabels.imagegen\\.dev/local-runner=true",
-            # Local processes share the host's ports: let each replica pick a free metrics port.
-            "--set", "ports.metrics=0",
-            "--set", f"kafka.bootstrapServers={env['IMAGEGEN_KAFKA_BOOTSTRAP']}",
-            "--set", f"redis.url={env['IMAGEGEN_REDIS_URL']}",
-            "--set", f"s3.endpoint={env['IMAGEGEN_S3_ENDPOINT']}"]
+            *realpods.operator_helm_args()]
     proc = subprocess.run(args, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"helm install failed:\n{proc.stdout}\n{proc.stderr}")
     print(kubectl("get", "deploy,pods", "-n", OPERATOR_NAMESPACE, "-o", "wide"))
+
+
+# What shows that a pod is a container from a built image on a real node: node and image ID.
+POD_COLUMNS = ("custom-columns=NAME:.metadata.name,STATUS:.status.phase,NODE:.spec.nodeName,"
+               "IP:.status.podIP,IMAGE:.spec.containers[0].image,"
+               "IMAGE-ID:.status.containerStatuses[0].imageID")
+
+
+def publish_shapes_weights(env: dict[str, str]) -> str:
+    """The trained shapes-sdxl folder into the stack's S3 (once per version); its s3:// URL."""
+    import boto3
+    from botocore.config import Config
+    from imagegen_worker.pipelines import builtin
+
+    folder = builtin.shapes_dir()
+    if not (folder / "model_index.json").exists():
+        raise SystemExit(f"shapes-sdxl is not trained ({folder}): run `make setup`")
+    s3 = boto3.client("s3", endpoint_url=env["IMAGEGEN_S3_ENDPOINT"],
+                      config=Config(s3={"addressing_style": "path"}))
+    bucket, prefix = "imagegen-models", f"shapes-sdxl/{folder.name}"
+    if bucket not in [b["Name"] for b in s3.list_buckets().get("Buckets", [])]:
+        s3.create_bucket(Bucket=bucket)
+    have = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix + "/")
+            .get("Contents", [])}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        key = f"{prefix}/{path.relative_to(folder).as_posix()}"
+        if key not in have:
+            s3.upload_file(str(path), bucket, key)
+    return f"s3://{bucket}/{prefix}"
 
 
 def wait_for(what: str, check: callable, timeout: float, every: float = 2.0) -> None:  # type: ignore[valid-type]
@@ -180,14 +210,16 @@ def main() -> None:
     env = stack_env()
     print(subprocess.run([str(ROOT / "dev" / "stack"), "status"], capture_output=True,
                          text=True).stdout)
-    state_dir = Path(env["IMAGEGEN_STATE"])
+    print("  the built images pushed to the stack's registry, pulled by the real nodes:")
+    realpods.push_images()
+    print(kubectl("get", "nodes", "-o", "wide"))
 
     step(2, total, "Install the operator with Helm (RBAC, 2 replicas, one leader by Lease)")
     # Helm installs crds/ only on first install and never upgrades them: apply them first, as
     # the README says to on upgrades.
     print(kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds")))
     install_operator(env)
-    print(f"  operator logs: {state_dir}/logs/pods/{OPERATOR_NAMESPACE}_*.log")
+    print(f"  operator logs: kubectl logs -n {OPERATOR_NAMESPACE} deploy/imagegen-operator")
 
     step(3, total, f"Apply the example models and the tiny pool in namespace {NAMESPACE}")
     kubectl("create", "namespace", NAMESPACE, check=False)
@@ -205,16 +237,26 @@ def main() -> None:
         wait_for("the previous demo's worker pods to stop",
                  lambda: not kubectl("get", "pods", "-n", NAMESPACE, "-o", "name",
                                      check=False).strip(), timeout=120)
-    for name in ("tiny-model.yaml", "shapes-model.yaml"):
-        print(kubectl("apply", "-n", NAMESPACE, "-f", str(ROOT / "manifests" / "examples" / name)))
-    # The example pool serves tiny-sdxl; the demo's pool serves the shapes model as well.
+    print(kubectl("apply", "-n", NAMESPACE, "-f",
+                  str(ROOT / "manifests" / "examples" / "tiny-model.yaml")))
+    # The shapes model's weights, as production weights would be: in S3, loaded by the workers.
+    shapes = yaml.safe_load((ROOT / "manifests" / "examples" / "shapes-model.yaml").read_text())
+    shapes["spec"]["source"] = publish_shapes_weights(env)
+    print(f"  {MODEL} weights published to {shapes['spec']['source']}")
+    current = kubectl("get", "imagemodel", MODEL, "-n", NAMESPACE, "-o",
+                      "jsonpath={.spec.source}", check=False)
+    if current and current != shapes["spec"]["source"]:
+        # A source is immutable (other weights are another model): re-create it.
+        kubectl("delete", "imagemodel", MODEL, "-n", NAMESPACE, "--wait=true")
+    print(subprocess.run(["kubectl", "apply", "-n", NAMESPACE, "-f", "-"],
+                         input=yaml.safe_dump(shapes), text=True, check=True,
+                         capture_output=True).stdout)
+    # The example pool serves tiny-sdxl; the demo's pool serves the shapes model as well, from
+    # the built worker image on the real nodes (a worker: 500m CPU requested, 2 vCPUs here).
     pool = yaml.safe_load((ROOT / "manifests" / "examples" / "tiny-pool.yaml").read_text())
     pool["spec"]["models"] = [MODEL, *pool["spec"]["models"]]
-    # Its worker pods are local processes: point them at this machine's dev cache, where
-    # dev/setup left the trained weights (a pod's own HOME is an empty volume).
-    cache = os.environ.get("IMAGEGEN_CACHE") or str(Path.home() / ".cache" / "imagegen-dev")
-    pool["spec"].setdefault("worker", {}).setdefault("env", []).append(
-        {"name": "IMAGEGEN_CACHE", "value": cache})
+    pool["spec"]["resources"] = {"cpu": "500m", "memory": "3Gi"}
+    realpods.place_pool_on_real_nodes(pool)
     print(subprocess.run(["kubectl", "apply", "-n", NAMESPACE, "-f", "-"],
                          input=yaml.safe_dump(pool), text=True, check=True,
                          capture_output=True).stdout)
@@ -223,6 +265,7 @@ def main() -> None:
     wait_for("a ready warm worker", lambda: pool_status().get("warm", {}).get("ready", 0) >= 1,
              timeout=300)
     print(kubectl("get", "imagegen", "-n", NAMESPACE))
+    print(kubectl("get", "pods", "-n", NAMESPACE, "-o", POD_COLUMNS))
 
     step(5, total, f"Submit {args.count} prompts across tiers {', '.join(TIERS)}; the pool scales")
     asyncio.run(submit_and_watch(env, args.count, args.steps, args.out))
@@ -233,6 +276,9 @@ def main() -> None:
 
     step(7, total, "What a platform engineer sees")
     print(kubectl("get", "imagegen", "-n", NAMESPACE, "-o", "wide"))
+    for ns in (OPERATOR_NAMESPACE, NAMESPACE):
+        print(kubectl("get", "pods", "-n", ns, "-o", "wide"))
+        print(kubectl("get", "pods", "-n", ns, "-o", POD_COLUMNS))
     print(kubectl("describe", "gp", POOL, "-n", NAMESPACE))
     uid = json.loads(kubectl("get", "gp", POOL, "-n", NAMESPACE, "-o", "json"))["metadata"]["uid"]
     print(kubectl("get", "events", "-n", NAMESPACE, "--field-selector",

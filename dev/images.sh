@@ -7,6 +7,7 @@
 #   dev/images.sh build pause                    the real nodes' sandbox image (dev/stack)
 #   dev/images.sh tag operator|worker            print the image reference of the current inputs
 #   dev/images.sh ref operator|worker|pause      that reference if it is built (exit 1 if not)
+#   dev/images.sh push NAME...                   push built images to the dev stack's registry
 #   dev/images.sh run ARGS...                    podman run on that store, rlimits the host allows
 #   dev/images.sh podman ARGS...                 podman on the images' store (runc, cgroupfs)
 #
@@ -183,6 +184,21 @@ build_pause() {
   echo "$ref"
 }
 
+# The dev stack's registry (dev/stack's "registry" component), which the real nodes pull from.
+REGISTRY="${IMAGEGEN_REGISTRY:-localhost:15000}"
+
+# Push built images to the registry: only layers it lacks travel (the first push of the worker's
+# ~6 GB dependency layer takes ~2 min, a source change seconds); zstd, which containerd reads.
+push() {
+  local name r dest
+  for name in "$@"; do
+    r="$(ref "$name")" || { log "$name: not built for these sources (make images)"; return 1; }
+    dest="$REGISTRY/${r#localhost/}"
+    pod push --quiet --tls-verify=false --compression-format zstd "$r" "docker://$dest" >/dev/null
+    echo "$dest"
+  done
+}
+
 # The reference of an image built from the current inputs, if it is in the store (exit 1 if not).
 ref() {
   local r
@@ -209,6 +225,7 @@ main() {
       ;;
     tag) need_tools; store_conf; echo "localhost/imagegen-$1:$(image_key "$1")" ;;
     ref) need_tools; store_conf; ref "$1" ;;
+    push) need_tools; store_conf; push "$@" ;;
     podman) need_tools; store_conf; pod "$@" ;;
     run) need_tools; store_conf; run "$@" ;;
     *) echo "usage: dev/images.sh [build [operator|worker]] | tag NAME | run ARGS... | podman ARGS..." >&2; exit 2 ;;

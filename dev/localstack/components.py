@@ -436,11 +436,11 @@ def _node_components(n: node.RealNode) -> tuple[Component, Component]:
             lambda lay: node.containerd_healthy(lay, n),
             lambda lay: f"unix://{node.socket_path(lay, n)}",
             prepare=lambda lay: node.prepare_containerd(lay, n),
-            # The sandbox image and the images dev/images.sh built for these sources.
-            after_start=lambda lay: node.import_images(lay, n),
+            # The sandbox image, before the kubelet asks for its first pod.
+            after_start=lambda lay: node.pull_pause(lay, n),
             before_stop=stop_containerd,
             after_stop=lambda lay: node.cleanup_node(lay, n),
-            timeout=1800,
+            timeout=300,
         ),
         Component(
             f"kubelet-{n.name}",
@@ -456,7 +456,42 @@ def _node_components(n: node.RealNode) -> tuple[Component, Component]:
     )
 
 
-COMPONENTS = COMPONENTS + tuple(c for n in node.nodes() for c in _node_components(n))
+def _registry_config(lay: Layout) -> None:
+    """Storage in the build cache: what was pushed survives `down` and other checkouts, so
+    the worker's ~6 GB dependency layer is pushed once per machine."""
+    data = lay.cache / "registry-data"
+    data.mkdir(parents=True, exist_ok=True)
+    (lay.state / "registry.yml").write_text(f"""version: 0.1
+log: {{level: warn}}
+storage:
+  filesystem: {{rootdirectory: {data}}}
+  delete: {{enabled: true}}
+http:
+  addr: 127.0.0.1:{lay.registry_port}
+""")
+
+
+def _push_pause(lay: Layout) -> None:
+    for step in (["build", "pause"], ["push", "pause"]):
+        proc = subprocess.run([str(DEV / "images.sh"), *step], capture_output=True, text=True,
+                              timeout=600, env={**os.environ, "IMAGEGEN_REGISTRY": lay.registry})
+        if proc.returncode != 0:
+            raise RuntimeError(f"dev/images.sh {' '.join(step)}: {proc.stderr.strip()[-300:]}")
+
+
+REGISTRY = Component(
+    "registry",
+    lambda lay: [str(lay.registry_bin), "serve", str(lay.state / "registry.yml")],
+    lambda lay: health.http_ok(f"http://127.0.0.1:{lay.registry_port}/v2/"),
+    lambda lay: f"http://{lay.registry} (images the real nodes pull)",
+    prepare=_registry_config,
+    # The sandbox image every real node needs first.
+    after_start=_push_pause,
+    timeout=300,
+)
+
+COMPONENTS = COMPONENTS + ((REGISTRY,) if node.nodes() else ()) + tuple(
+    c for n in node.nodes() for c in _node_components(n))
 
 
 def host_cleanup(lay: Layout) -> list[str]:
@@ -464,7 +499,7 @@ def host_cleanup(lay: Layout) -> list[str]:
     if not (lay.state / "nodes").exists():
         return []
     node.remove_netns(lay)
-    node.remove_bridge()
+    node.remove_bridges()
     return node.restore_sysctls(lay)
 
 

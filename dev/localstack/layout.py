@@ -44,6 +44,7 @@ class Layout:
     redis_port: int = _port("REDIS", 16379)
     minio_port: int = _port("MINIO", 19000)
     minio_console_port: int = _port("MINIO_CONSOLE", 19001)
+    registry_port: int = _port("REGISTRY", 15000)
     s3_access_key: str = "imagegen"
     s3_secret_key: str = "imagegen-secret"
 
@@ -60,6 +61,15 @@ class Layout:
     @property
     def pause_bin(self) -> Path:
         return self.component_dir("kubelet", "K8S_VERSION") / "bin" / "pause"
+
+    @property
+    def registry_bin(self) -> Path:
+        return self.component_dir("registry", "REGISTRY_VERSION") / "bin" / "registry"
+
+    @property
+    def registry(self) -> str:
+        """Where the real nodes pull images from (containerd on the host: loopback works)."""
+        return f"localhost:{self.registry_port}"
 
     @property
     def host_ip(self) -> str:
@@ -137,6 +147,7 @@ class Layout:
             "AWS_SECRET_ACCESS_KEY": self.s3_secret_key,
             "AWS_DEFAULT_REGION": "us-east-1",
             "IMAGEGEN_STATE": str(self.state),
+            "IMAGEGEN_REGISTRY": self.registry,
             "PATH": f"{self.bin}:{ROOT / '.venv' / 'bin'}:{os.environ.get('PATH', '')}",
         }
 

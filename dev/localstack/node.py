@@ -9,8 +9,8 @@ only pools that ask for real nodes land there (the KWOK nodes stay for the scale
 Host changes and how `dev/stack down` undoes them (docs/dev-stack.md):
 - sysctls the kubelet rewrites (protectKernelDefaults: false) and ip_forward (bridge CNI): the
   values before the first node started are saved in <state>/nodes/sysctls.json and restored;
-- the CNI bridge `imagegen0` and pod network namespaces: pods are deleted through the kubelet
-  (CNI DEL), then leftover tasks are killed through containerd and the bridge link removed;
+- the CNI bridges `imagegen<N>` and pod network namespaces: pods are deleted through the kubelet
+  (CNI DEL), then leftover tasks are killed through containerd and the bridges removed;
 - cgroups under /sys/fs/cgroup/<controller>/imagegen-<node>: removed.
 """
 
@@ -30,7 +30,7 @@ from pathlib import Path
 from .layout import DEV, Layout
 
 REAL_NODE_TAINT = "imagegen.dev/real-node"
-BRIDGE = "imagegen0"
+BRIDGE_PREFIX = "imagegen"  # one bridge per node (imagegen0, imagegen1): own gateway each
 POD_SUBNET = "10.89.0.0/16"
 # The sysctls a kubelet with protectKernelDefaults: false sets, and the bridge CNI's forward.
 SYSCTLS = ("vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops",
@@ -55,6 +55,10 @@ class RealNode:
     @property
     def subnet(self) -> str:
         return f"10.89.{self.index}.0/24"
+
+    @property
+    def bridge(self) -> str:
+        return f"{BRIDGE_PREFIX}{self.index}"
 
     @property
     def cgroup_root(self) -> str:
@@ -106,7 +110,7 @@ def ctr(lay: Layout, node: RealNode, *args: str, timeout: float = 60,
 
 
 def pause_image(lay: Layout) -> str:
-    return f"localhost/imagegen-pause:{lay.versions['K8S_VERSION']}"
+    return f"{lay.registry}/imagegen-pause:{lay.versions['K8S_VERSION']}"
 
 
 def prepare_containerd(lay: Layout, node: RealNode) -> None:
@@ -114,12 +118,12 @@ def prepare_containerd(lay: Layout, node: RealNode) -> None:
     for sub in ("root", "state", "cni", "opt"):
         (d / sub).mkdir(parents=True, exist_ok=True)
     _save_sysctls(lay)
-    # The bridge CNI: one bridge for every real node (they share the host), a subnet per node.
+    # The bridge CNI: a bridge and a subnet per node (the host routes between them).
     (d / "cni" / "10-imagegen.conflist").write_text(json.dumps({
         "cniVersion": "1.0.0",
         "name": "imagegen",
         "plugins": [
-            {"type": "bridge", "bridge": BRIDGE, "isGateway": True, "ipMasq": True,
+            {"type": "bridge", "bridge": node.bridge, "isGateway": True, "ipMasq": True,
              "hairpinMode": True,
              "ipam": {"type": "host-local", "ranges": [[{"subnet": node.subnet}]],
                       "routes": [{"dst": "0.0.0.0/0"}],
@@ -159,6 +163,9 @@ state = "{d / 'state'}"
   [{cri}.cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "{d / 'cni'}"
+  # The dev stack's registry speaks plain HTTP on loopback (containerd runs on the host).
+  [{cri}.registry.mirrors."{lay.registry}"]
+    endpoint = ["http://127.0.0.1:{lay.registry_port}"]
 """)
 
 
@@ -179,44 +186,30 @@ def image_present(lay: Layout, node: RealNode, ref: str) -> bool:
     return bool(ctr(lay, node, "images", "ls", "-q", f"name=={ref}", timeout=30).strip())
 
 
-def import_image(lay: Layout, node: RealNode, ref: str) -> float:
-    """podman save | ctr import (unpacked for overlayfs), unless present; seconds spent."""
+def pull(lay: Layout, node: RealNode, ref: str) -> float:
+    """Pre-pull (and unpack) an image from the registry, as the kubelet would; seconds spent,
+    0 when present. Only the layers the node lacks are fetched."""
     if image_present(lay, node, ref):
         return 0.0
     started = time.monotonic()
-    save = subprocess.Popen([str(DEV / "images.sh"), "podman", "save", "--format",
-                             "docker-archive", ref], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
-    assert save.stdout is not None and save.stderr is not None
-    try:
-        ctr(lay, node, "images", "import", "--snapshotter", "overlayfs", "-",
-            timeout=1800, stdin=save.stdout.fileno())
-    finally:
-        save.stdout.close()
-        save.wait(timeout=60)
-    if save.returncode != 0:
-        raise RuntimeError(f"podman save {ref}: {save.stderr.read().decode()[-500:]}")
+    ctr(lay, node, "images", "pull", "--plain-http", "--snapshotter", "overlayfs", ref,
+        timeout=1800)
     return time.monotonic() - started
 
 
-def local_images() -> list[str]:
-    """The images dev/images.sh built for the current sources (pause first, always built)."""
+def pull_pause(lay: Layout, node: RealNode) -> None:
+    pull(lay, node, pause_image(lay))
+
+
+def push_images(which: tuple[str, ...] = ("operator", "worker")) -> list[str]:
+    """The images dev/images.sh built for these sources, pushed to the registry (those built)."""
     refs = []
-    for name in ("pause", "operator", "worker"):
-        proc = subprocess.run([str(DEV / "images.sh"), "ref", name], capture_output=True,
-                              text=True, timeout=120)
+    for name in which:
+        proc = subprocess.run([str(DEV / "images.sh"), "push", name], capture_output=True,
+                              text=True, timeout=1800)
         if proc.returncode == 0 and proc.stdout.strip():
-            refs.append(proc.stdout.strip())
+            refs.append(proc.stdout.strip().splitlines()[-1])
     return refs
-
-
-def import_images(lay: Layout, node: RealNode) -> None:
-    subprocess.run([str(DEV / "images.sh"), "build", "pause"], check=True, timeout=600,
-                   capture_output=True)
-    for ref in local_images():
-        spent = import_image(lay, node, ref)
-        if spent:
-            print(f"  {node.name}: imported {ref} into containerd in {spent:.0f} s", flush=True)
 
 
 # --- kubelet ---------------------------------------------------------------------------------
@@ -264,9 +257,22 @@ protectKernelDefaults: false
 serializeImagePulls: false
 maxPods: 32
 clusterDomain: cluster.local
-resolvConf: /etc/resolv.conf
+{_cluster_dns()}resolvConf: /etc/resolv.conf
 registerWithTaints:{taints}
 """)
+
+
+def _cluster_dns() -> str:
+    """No cluster DNS service here: pods get the host's resolver (ClusterFirst would otherwise
+    fall back with a MissingClusterDNS warning on every pod). Pods use IP addresses anyway."""
+    try:
+        for line in Path("/etc/resolv.conf").read_text().splitlines():
+            fields = line.split()
+            if len(fields) >= 2 and fields[0] == "nameserver" and ":" not in fields[1]:
+                return f"clusterDNS: [{fields[1]}]\n"
+    except OSError:
+        pass
+    return ""
 
 
 def kubelet_argv(lay: Layout, node: RealNode) -> list[str]:
@@ -288,6 +294,8 @@ def advertise_gpus(lay: Layout, node: RealNode) -> None:
                          "value": str(GPUS_PER_NODE)}])
     _kubectl(lay, "patch", "node", node.name, "--subresource=status", "--type=json",
              "-p", patch)
+    # `dev/stack down` cordoned it (so drained pods stayed away): open for pods again.
+    _kubectl(lay, "uncordon", node.name)
 
 
 def kubelet_healthy(lay: Layout, node: RealNode) -> bool:
@@ -440,8 +448,9 @@ def remove_netns(lay: Layout) -> None:
         ns.unlink(missing_ok=True)
 
 
-def remove_bridge() -> None:
-    subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True)
+def remove_bridges() -> None:
+    for n in ALL_NODES:
+        subprocess.run(["ip", "link", "delete", n.bridge], capture_output=True)
     # The bridge plugin's masquerade chains (CNI-*) of pods whose CNI DEL never ran.
     rules = subprocess.run(["iptables-save", "-t", "nat"], capture_output=True, text=True).stdout
     for chain in sorted(set(re.findall(r"^:(CNI-[0-9a-f]+)", rules, re.M))):
