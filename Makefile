@@ -9,7 +9,7 @@ PY := .venv/bin/python
 demo: setup images stack-up
 	$(PY) dev/demo.py
 
-test: setup lint unit packaging integration chaos
+test: setup lint unit packaging images integration chaos
 # The chaos suite with every phase a quarter as long (docs/reliability.md, "In CI").
 test: CHAOS_SCALE = 0.25
 
@@ -43,6 +43,7 @@ packaging:
 # tests with its log tail. In CI the stack is stopped afterwards.
 integration:
 	@dev/stack up || echo "dev/stack up failed: integration tests will fail and name the component"
+	@dev/stack push-images || echo "dev/stack push-images failed: the real-pod tests will say why"
 	$(PY) -m pytest tests/integration tests/e2e -q -p no:cacheprovider --durations=15; rc=$$?; \
 	  if [[ -n "$${CI:-}" ]]; then dev/stack down || true; fi; exit $$rc
 
@@ -55,8 +56,9 @@ chaos:
 	  --durations=20; rc=$$?; if [[ -n "$${CI:-}" ]]; then dev/stack down || true; fi; exit $$rc
 
 # The container images, built for real with buildah on a locally made Debian base (dev/images.sh;
-# cached: unchanged inputs do not rebuild), and run with podman as uid 10001, read-only. Not part
-# of `make test`: a cold build downloads ~3 GB of wheels and takes minutes (docs/benchmarks.md).
+# cached: unchanged inputs do not rebuild). `make demo` and `make test` run them on the dev
+# stack's real kubelet nodes (docs/dev-stack.md); images-test also runs them with podman as uid
+# 10001, read-only. A cold build downloads ~3 GB of wheels and takes minutes (docs/benchmarks.md).
 images:
 	dev/images.sh build
 
