@@ -3,7 +3,7 @@
 # Debian base made locally (no registry image can be pulled here), and runs podman on the same
 # image store.
 #
-#   dev/images.sh [build [operator|worker ...]]   build (default: both); unchanged inputs: no rebuild
+#   dev/images.sh [build [operator|worker|gateway ...]]   build (default: all three); unchanged inputs: no rebuild
 #   dev/images.sh build pause                    the real nodes' sandbox image (dev/stack)
 #   dev/images.sh tag operator|worker            print the image reference of the current inputs
 #   dev/images.sh ref operator|worker|pause      that reference if it is built (exit 1 if not)
@@ -218,7 +218,7 @@ main() {
     build)
       need_tools; store_conf; base_image
       local names=("$@")
-      ((${#names[@]})) || names=(operator worker)
+      ((${#names[@]})) || names=(operator worker gateway)
       for name in "${names[@]}"; do
         if [[ "$name" == pause ]]; then build_pause; else build_one "$name"; fi
       done

@@ -524,6 +524,9 @@ class GatewaySpec(KubeModel):
     image: str = Field("ghcr.io/imagegen-dev/imagegen-gateway:0.1.0", max_length=512)
     auth: GatewayAuth = GatewayAuth()
     resources: GatewayResources = GatewayResources()
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="Where gateway pods run (no GPU: CPU nodes).")
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
 
     @model_validator(mode="after")
     def _keys_when_enabled(self) -> GatewaySpec:

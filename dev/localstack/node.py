@@ -201,7 +201,7 @@ def pull_pause(lay: Layout, node: RealNode) -> None:
     pull(lay, node, pause_image(lay))
 
 
-def push_images(which: tuple[str, ...] = ("operator", "worker")) -> list[str]:
+def push_images(which: tuple[str, ...] = ("operator", "worker", "gateway")) -> list[str]:
     """The images dev/images.sh built for these sources, pushed to the registry (those built)."""
     refs = []
     for name in which:

@@ -17,6 +17,7 @@ from .workload import (
     Manifest,
     _meta,
     _probe,
+    _tolerations,
     connection_env,
     container_security,
 )
@@ -86,6 +87,10 @@ def deployment(ctx: PoolContext) -> Manifest:
             {"name": "tmp", "emptyDir": {}},
         ],
     }
+    if gw.node_selector:
+        pod["nodeSelector"] = dict(gw.node_selector)
+    if gw.tolerations:
+        pod["tolerations"] = _tolerations(gw.tolerations)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

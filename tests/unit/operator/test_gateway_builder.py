@@ -115,3 +115,17 @@ def test_status_gateway_url_and_pods() -> None:
                                     "ready": 2}
     off = plan(_state({}, deps), PoolMemory(), settings)
     assert "gateway" not in off.status
+
+
+def test_gateway_placement_from_the_spec() -> None:
+    """Gateways need no GPU: the spec places them (CPU nodes), apart from the workers'."""
+    plain = by_kind(builders.pool_children(ctx(ON)))["Deployment/p1-gateway"]
+    assert "nodeSelector" not in plain["spec"]["template"]["spec"]
+    placed = {"gateway": {**ON["gateway"], "nodeSelector": {"pool": "cpu"},
+                          "tolerations": [{"key": "dedicated", "operator": "Equal",
+                                           "value": "api", "effect": "NoSchedule"}]}}
+    pod = by_kind(builders.pool_children(ctx(placed)))["Deployment/p1-gateway"]["spec"][
+        "template"]["spec"]
+    assert pod["nodeSelector"] == {"pool": "cpu"}
+    assert pod["tolerations"] == [{"key": "dedicated", "operator": "Equal", "value": "api",
+                                   "effect": "NoSchedule"}]
