@@ -57,6 +57,12 @@ def consumer_group(namespace: str, pool: str) -> str:
     return _prefix(namespace, pool)
 
 
+def webhook_group(namespace: str, pool: str) -> str:
+    """The pool's gateways' consumer group on the results topic: each result to one replica,
+    which delivers its webhook (gateway/imagegen_gateway/delivery.py)."""
+    return f"{consumer_group(namespace, pool)}.gateway-webhooks"
+
+
 def tier_of_topic(topic: str) -> str:
     """Tier name from a tier topic (last dot-separated part)."""
     return topic.rsplit(".", 1)[-1]
@@ -82,6 +88,11 @@ def accepted_key(namespace: str, pool: str, request_id: str) -> str:
     """Set by a gateway (job store, TTL) when it accepted a request into the queue: until a
     worker writes the job record, GET /v1/generations/<id> answers `queued` from it."""
     return f"imagegen:gateway:accepted:{namespace}/{pool}/{request_id}"
+
+
+def webhook_key(namespace: str, pool: str, request_id: str) -> str:
+    """A gateway-accepted request's webhook (job store hash: url, key, state, attempts)."""
+    return f"imagegen:gateway:webhook:{namespace}/{pool}/{request_id}"
 
 
 def rate_limit_key(namespace: str, pool: str, key_name: str) -> str:
@@ -202,6 +213,7 @@ ENV_ROLE = "IMAGEGEN_ROLE"
 # The gateway (imagegen_gateway): its own settings file and the API keys file (from a Secret).
 ENV_GATEWAY_CONFIG = "IMAGEGEN_GATEWAY_CONFIG"
 ENV_GATEWAY_KEYS = "IMAGEGEN_GATEWAY_KEYS"
+ENV_GATEWAY_SETTINGS = "IMAGEGEN_GATEWAY_SETTINGS"  # JSON: spec.gateway's knobs
 GATEWAY_HTTP_PORT = 8000
 GATEWAY_KEYS_DIR = "/etc/imagegen-keys"
 GATEWAY_KEYS_FILE = "keys.json"  # the key of the auth Secret

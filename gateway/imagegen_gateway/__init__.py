@@ -5,5 +5,7 @@
 
 Modules: settings (configuration), keys (API keys file), requests (pure: HTTP body → request
 message, OpenAI shapes, errors), ratelimit (token bucket in Redis), fanout (results topic →
-waiting requests), metrics, app (FastAPI routes), main (uvicorn).
+waiting requests), webhooks (pure: signature, backoff, SSRF check) and delivery (the
+results-topic consumer group that calls them), shedding (pure: 503 decision) and backlog (its
+figures), metrics, app (FastAPI routes), main (uvicorn).
 """

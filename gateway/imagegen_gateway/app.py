@@ -32,9 +32,11 @@ from imagegen_api.workerconfig import WorkerConfig
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from . import delivery, shedding, webhooks
 from . import keys as keyring
 from . import metrics as metrics_mod
 from . import requests as reqs
+from .backlog import BacklogMonitor
 from .fanout import ResultFanout
 from .ratelimit import RateLimiter
 from .settings import GatewaySettings
@@ -52,6 +54,8 @@ class Runtime:
     limits: aioredis.Redis | None = None
     limiter: RateLimiter | None = None
     http: aiohttp.ClientSession | None = None
+    backlog: BacklogMonitor | None = None
+    webhooks: delivery.Deliverer | None = None
     started: bool = False
 
 
@@ -64,6 +68,13 @@ def create_app(settings: GatewaySettings, pool: WorkerConfig, keys: keyring.KeyR
     m = metrics_mod.new_metrics()
     bootstrap = settings.bootstrap(pool)
     client_id = f"imagegen-gateway-{pool.pool}-{uuid.uuid4().hex[:8]}"
+    allow = webhooks.AllowList.parse(settings.webhook_allowed_hosts)
+    policy = delivery.Policy(
+        allow=allow, max_attempts=settings.webhook_max_attempts,
+        backoff_seconds=settings.webhook_backoff_seconds,
+        backoff_max_seconds=settings.webhook_backoff_max_seconds,
+        timeout_seconds=settings.webhook_timeout_seconds,
+        ttl_seconds=settings.accepted_ttl_seconds)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -75,13 +86,22 @@ def create_app(settings: GatewaySettings, pool: WorkerConfig, keys: keyring.KeyR
         rt.limits = aioredis.from_url(settings.cache_redis(pool))
         rt.limiter = RateLimiter(rt.limits)
         rt.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
+        rt.backlog = BacklogMonitor(bootstrap, pool, rt.jobs, client_id=client_id,
+                                    refresh_seconds=settings.backlog_refresh_seconds)
+        rt.webhooks = delivery.Deliverer(bootstrap, pool, rt.jobs, keys, policy,
+                                         client_id=client_id)
         try:
             await rt.producer.start()
             await rt.fanout.start(await rt.producer.partitions_for(pool.kafka.results_topic))
+            await rt.backlog.start({t: await rt.producer.partitions_for(t)
+                                    for t in pool.kafka.tier_topics.values()})
+            await rt.webhooks.start()
             rt.started = True
             yield
         finally:
             rt.started = False
+            await rt.webhooks.stop()
+            await rt.backlog.stop()
             await rt.fanout.stop()
             await rt.producer.stop()
             await rt.http.close()
@@ -105,7 +125,7 @@ def create_app(settings: GatewaySettings, pool: WorkerConfig, keys: keyring.KeyR
 
     @app.exception_handler(reqs.GatewayError)
     async def gateway_error(_: Request, exc: reqs.GatewayError) -> JSONResponse:
-        if exc.status < 500:
+        if exc.status < 500 or exc.code == "overloaded":
             m.rejected.labels(exc.code).inc()
         return _error(exc)
 
@@ -161,6 +181,25 @@ def create_app(settings: GatewaySettings, pool: WorkerConfig, keys: keyring.KeyR
                                     f"{planned.tier!r} (allowed: {', '.join(sorted(key.tiers))})",
                                     param="tier", code="tier_not_allowed",
                                     kind="permission_error")
+        webhook = planned.request.webhook
+        if webhook is not None:
+            if key.webhook_secret is None:
+                raise reqs.GatewayError(400, f"key {key.name!r} has no webhookSecret to sign "
+                                        "webhooks with (keys Secret)", param="webhook",
+                                        code="webhook_not_configured")
+            try:
+                await delivery.check_submit(webhook, allow)
+            except webhooks.WebhookRefused as exc:
+                raise reqs.GatewayError(400, str(exc), param="webhook",
+                                        code="webhook_refused") from None
+        assert rt.backlog is not None
+        shed = shedding.decide(rt.backlog.load, settings.max_queue_seconds)
+        if shed.refuse:
+            raise reqs.GatewayError(
+                503, f"pool {pool.pool} is overloaded: estimated wait "
+                f"{shed.wait_seconds:.0f}s exceeds {settings.max_queue_seconds:g}s "
+                "(maxQueueSeconds)", code="overloaded", kind="server_error",
+                headers={"Retry-After": str(shed.retry_after_seconds)})
         assert rt.limiter is not None
         decision = await rt.limiter.take(
             naming.rate_limit_key(pool.namespace, pool.pool, key.name),
@@ -198,9 +237,12 @@ def create_app(settings: GatewaySettings, pool: WorkerConfig, keys: keyring.KeyR
 
     @app.post("/v1/images/generations")
     async def images_generations(request: Request) -> JSONResponse:
-        _, planned = await admit(request)
-        assert rt.fanout is not None
+        key, planned = await admit(request)
+        assert rt.fanout is not None and rt.jobs is not None
         rid = planned.request.request_id
+        if planned.request.webhook is not None:  # also called when the caller timed out
+            await delivery.register(rt.jobs, pool, rid, planned.request.webhook, key.name,
+                                    settings.accepted_ttl_seconds)
         fut = rt.fanout.expect(rid)
         m.in_flight.inc()
         try:
@@ -224,15 +266,19 @@ def create_app(settings: GatewaySettings, pool: WorkerConfig, keys: keyring.KeyR
 
     @app.post("/v1/generations", status_code=202)
     async def generations(request: Request) -> JSONResponse:
-        _, planned = await admit(request)
-        await produce(planned)
+        key, planned = await admit(request)
         rid = planned.request.request_id
         assert rt.jobs is not None
+        if planned.request.webhook is not None:  # before producing: a fast result finds it
+            await delivery.register(rt.jobs, pool, rid, planned.request.webhook, key.name,
+                                    settings.accepted_ttl_seconds)
+        await produce(planned)
         with contextlib.suppress(aioredis.RedisError):  # the record is the truth; this is a hint
             await rt.jobs.set(naming.accepted_key(pool.namespace, pool.pool, rid),
                               planned.tier, ex=settings.accepted_ttl_seconds)
         return JSONResponse({"id": rid, "object": "generation", "state": "queued",
-                             "tier": planned.tier, "model": planned.request.model},
+                             "tier": planned.tier, "model": planned.request.model,
+                             "queue": queue_view(rt.backlog.load if rt.backlog else None)},
                             status_code=202, headers={"Location": f"/v1/generations/{rid}"})
 
     @app.get("/v1/generations/{request_id}")
@@ -240,13 +286,16 @@ def create_app(settings: GatewaySettings, pool: WorkerConfig, keys: keyring.KeyR
         authenticate(request)
         assert rt.jobs is not None
         raw = await rt.jobs.hgetall(naming.job_key(pool.namespace, pool.pool, request_id))
+        hook = await delivery.view(rt.jobs, pool, request_id)
+        extra = {"webhook": hook} if hook is not None else {}
         if raw:
-            return JSONResponse(job_view(JobRecord.from_hash(cast(dict[bytes, bytes], raw))))
+            return JSONResponse(job_view(JobRecord.from_hash(cast(dict[bytes, bytes], raw)))
+                                | extra)
         tier = await rt.jobs.get(naming.accepted_key(pool.namespace, pool.pool, request_id))
         if tier is not None:
             return JSONResponse({"id": request_id, "object": "generation", "state": "queued",
                                  "tier": tier.decode() if isinstance(tier, bytes)
-                                 else tier})
+                                 else tier} | extra)
         raise reqs.GatewayError(404, f"no generation {request_id!r} in pool {pool.pool}",
                                 param="id", code="not_found")
 
@@ -272,6 +321,16 @@ def create_app(settings: GatewaySettings, pool: WorkerConfig, keys: keyring.KeyR
         return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def queue_view(load: shedding.Load | None) -> dict[str, Any]:
+    """The 202's `queue`: requests ahead (position) and the wait they mean at the measured
+    throughput (None while no worker reports one)."""
+    if load is None:
+        return {"position": None, "estimated_wait_seconds": None}
+    wait = load.wait_seconds
+    return {"position": load.backlog + 1, "throughput_per_second": round(load.throughput, 3),
+            "estimated_wait_seconds": None if wait is None else round(wait, 1)}
 
 
 def job_view(record: JobRecord) -> dict[str, Any]:

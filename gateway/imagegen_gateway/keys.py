@@ -1,7 +1,9 @@
 """API keys from a mounted file (a Kubernetes Secret): JSON
 `{"keys": [{"name": "team-a", "key": "sk-…" | "sha256": "<hex>", "tiers": ["fast"],
-"ratePerSecond": 2, "burst": 10}]}`. Only sha256 digests are kept in memory; a plain key is
-hashed as the file is parsed and dropped. `tiers` absent or empty: every tier of the pool.
+"ratePerSecond": 2, "burst": 10, "webhookSecret": "whsec-…"}]}`. Only sha256 digests are kept
+in memory; a plain key is hashed as the file is parsed and dropped. `webhookSecret` (≥ 16
+characters) signs that key's webhooks (webhooks.sign); a key without one cannot ask for webhooks.
+`tiers` absent or empty: every tier of the pool.
 
 Pure: parsed by `main` at start, looked up by the app for each request.
 """
@@ -34,6 +36,7 @@ class _KeyEntry(BaseModel):
     tiers: list[str] = Field(default_factory=list)
     rate_per_second: float | None = Field(None, gt=0)
     burst: int | None = Field(None, ge=1)
+    webhook_secret: str | None = Field(None, min_length=16, max_length=256)
 
     @model_validator(mode="after")
     def _one_secret(self) -> _KeyEntry:
@@ -56,6 +59,7 @@ class ApiKey:
     tiers: frozenset[str]  # empty: every tier
     rate_per_second: float | None
     burst: int | None
+    webhook_secret: str | None = None
 
     def allows(self, tier: str) -> bool:
         return not self.tiers or tier in self.tiers
@@ -73,6 +77,9 @@ class KeyRing:
                 return key
         return None
 
+    def by_name(self, name: str) -> ApiKey | None:
+        return next((k for k in self.by_digest.values() if k.name == name), None)
+
 
 def parse(text: str) -> KeyRing:
     """Raises ValueError (pydantic's) naming the bad entry; duplicate names are refused."""
@@ -85,7 +92,8 @@ def parse(text: str) -> KeyRing:
         names.add(e.name)
         d = e.sha256 if e.sha256 is not None else digest(e.key or "")
         ring[d] = ApiKey(name=e.name, tiers=frozenset(e.tiers),
-                         rate_per_second=e.rate_per_second, burst=e.burst)
+                         rate_per_second=e.rate_per_second, burst=e.burst,
+                         webhook_secret=e.webhook_secret)
     return KeyRing(by_digest=ring)
 
 

@@ -73,6 +73,8 @@ class ImagesBody(BaseModel):
     output_format: str | None = None
     request_id: str | None = Field(None, pattern=REQUEST_ID_PATTERN)
     deadline: float | None = None
+    # Called on the terminal state (delivery.py); checked against SSRF at submit (webhooks.py).
+    webhook: str | None = Field(None, min_length=1, max_length=2048)
 
 
 def parse_size(size: str) -> tuple[int, int]:
@@ -166,6 +168,7 @@ def plan(body: ImagesBody, pool: WorkerConfig, *, request_id: str, now: float) -
         negative_prompt=body.negative_prompt, width=width, height=height, steps=body.steps,
         guidance=body.guidance, sampler=body.sampler, seed=body.seed, num_images=body.n,
         output_format=fmt, tier=tier, submitted_at=now, deadline=body.deadline,
+        webhook=body.webhook,
     )
     return Planned(request=request, tier=tier, response_format=body.response_format)
 

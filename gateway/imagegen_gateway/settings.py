@@ -41,6 +41,15 @@ class GatewaySettings(BaseModel):
     burst: int = Field(20, ge=1)
     # How long the gateway's "accepted" mark lives (it answers `queued` until a job record).
     accepted_ttl_seconds: int = Field(86400, ge=60)
+    # Load shedding (shedding.py): refuse with 503 when backlog / throughput exceeds this.
+    max_queue_seconds: float = Field(300.0, gt=0)
+    backlog_refresh_seconds: float = Field(2.0, gt=0, le=60)
+    # Webhooks (webhooks.py, delivery.py): spec.gateway.webhooks.
+    webhook_allowed_hosts: list[str] = Field(default_factory=list)
+    webhook_max_attempts: int = Field(5, ge=1, le=20)
+    webhook_backoff_seconds: float = Field(2.0, gt=0)
+    webhook_backoff_max_seconds: float = Field(300.0, gt=0)
+    webhook_timeout_seconds: float = Field(10.0, gt=0, le=120)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> GatewaySettings:
@@ -50,6 +59,9 @@ class GatewaySettings(BaseModel):
         path = env.get(naming.ENV_GATEWAY_CONFIG)
         if path:
             data.update(json.loads(Path(path).read_text()))
+        inline = env.get(naming.ENV_GATEWAY_SETTINGS)
+        if inline:  # the operator's rendering of spec.gateway (builders/gateway.py)
+            data.update(json.loads(inline))
         overrides = {
             "worker_config": env.get(naming.ENV_WORKER_CONFIG),
             "keys_file": env.get(naming.ENV_GATEWAY_KEYS),

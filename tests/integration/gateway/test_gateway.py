@@ -96,17 +96,20 @@ async def served(stack: Any, tmp_path_factory: pytest.TempPathFactory
             await asyncio.to_thread(stop_gateway, gw)
 
 
-def start_gateway(stack: Any, pool: Pool, tmp: Path) -> Gateway:
+def start_gateway(stack: Any, pool: Pool, tmp: Path, *,
+                  extra_keys: tuple[dict[str, Any], ...] = (),
+                  extra_settings: dict[str, Any] | None = None) -> Gateway:
     """`imagegen-gateway` for `pool`, with three keys and a 4 KiB body limit."""
     keys_file = tmp / "keys.json"
     keys_file.write_text(json.dumps({"keys": [
         {"name": "all", "key": KEYS["all"], "burst": 1000, "ratePerSecond": 100},
         {"name": "relax", "key": KEYS["relax"], "tiers": ["relax"]},
         {"name": "slow", "key": KEYS["slow"], "burst": 2, "ratePerSecond": 0.01},
+        *extra_keys,
     ]}))
     settings = tmp / "gateway.json"
     settings.write_text(json.dumps({"sync_timeout_seconds": 150,
-                                    "max_body_bytes": 4096}))
+                                    "max_body_bytes": 4096, **(extra_settings or {})}))
     port = free_port()
     log = tmp / "gateway.log"
     env = {**os.environ,
