@@ -29,7 +29,7 @@ kind: PersistentVolume
 metadata: {{name: {name}}}
 spec:
   capacity: {{storage: 1Gi}}
-  accessModes: [ReadWriteOnce]
+  accessModes: [ReadWriteMany]
   storageClassName: manual
   hostPath: {{path: /tmp/{name}}}
   claimRef: {{namespace: {namespace}, name: {claim}}}
@@ -51,6 +51,8 @@ def test_prefetch_job_claim_and_cached_status(kubectl: Kubectl, operator: Operat
                 input=MODEL.format(name=name, claim=claim, revision="v1"))
         pvc = wait_for(lambda: get(kubectl, ns, "pvc", claim), 30, "the cache claim")
         assert pvc["spec"]["resources"]["requests"]["storage"] == "1Gi"  # type: ignore[index]
+        # Warm and cold workers on different nodes mount it: ReadWriteMany by default.
+        assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]  # type: ignore[index]
 
         job = wait_for(lambda: get(kubectl, ns, "job", f"{name}-prefetch"), 30, "prefetch Job")
         container = job["spec"]["template"]["spec"]["containers"][0]  # type: ignore[index]

@@ -78,6 +78,12 @@ def _structural(node: Schema) -> Schema:
         node = merged
     if "const" in node:
         node["enum"] = [node.pop("const")]
+    # JSON Schema 2020 (pydantic's gt/lt) writes the bound in exclusiveMinimum/-Maximum; the
+    # API server's OpenAPI v3.0 wants the bound in minimum/maximum and a boolean flag.
+    for flag, bound in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if isinstance(node.get(flag), int | float) and not isinstance(node[flag], bool):
+            node[bound] = node.pop(flag)
+            node[flag] = True
     if "enum" in node and "type" not in node:
         node["type"] = "string"
     if node.get("default", 0) is None:

@@ -88,3 +88,13 @@ def test_field_descriptions_reach_the_crds() -> None:
     assert labels["maxProperties"] == 32
     assert labels["additionalProperties"]["maxLength"] == 63
     assert "imagegen.dev/pool" in labels["x-kubernetes-validations"][0]["rule"]
+
+
+def test_exclusive_bounds_become_openapi_v3_booleans() -> None:
+    """pydantic's gt/lt (JSON Schema 2020: exclusiveMinimum: 0) is refused by the API server,
+    which wants minimum: 0 with exclusiveMinimum: true."""
+    node = crdgen._structural({"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 2.5})
+    assert node["minimum"] == 0 and node["exclusiveMinimum"] is True
+    assert node["maximum"] == 2.5 and node["exclusiveMaximum"] is True
+    kept = crdgen._structural({"type": "integer", "minimum": 1})
+    assert kept == {"type": "integer", "minimum": 1}
