@@ -86,7 +86,8 @@ def create_app(settings: GatewaySettings, pool: WorkerConfig, keys: keyring.KeyR
         rt.limits = aioredis.from_url(settings.cache_redis(pool))
         rt.limiter = RateLimiter(rt.limits)
         rt.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
-        rt.backlog = BacklogMonitor(bootstrap, pool, rt.jobs, client_id=client_id,
+        # Heartbeats live in the pool's Redis (the workers' records client), not the job store.
+        rt.backlog = BacklogMonitor(bootstrap, pool, rt.limits, client_id=client_id,
                                     refresh_seconds=settings.backlog_refresh_seconds)
         rt.webhooks = delivery.Deliverer(bootstrap, pool, rt.jobs, keys, policy,
                                          client_id=client_id)

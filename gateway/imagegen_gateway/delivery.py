@@ -8,9 +8,11 @@ Why once with several replicas: at submit the gateway records the webhook in Red
 the results topic in the consumer group naming.webhook_group: Kafka gives each partition, so
 each result, to one replica. Workers may publish a result twice (at-least-once) and a rebalance
 may hand a result to a second replica: the atomic claim below lets only one delivery run (a
-lease on the record; a duplicate of the result read after the lease lapsed takes over). Offsets
-are committed as read: a replica killed in the middle of a delivery leaves the record in
-`delivering` with the attempts made so far (no sweep re-reads it yet). Each attempt is
+lease on the record; a replica that reads a result whose lease another holds waits for the
+lease to lapse and takes over if the delivery did not end). Offsets are committed only below the
+first result whose delivery still runs, so a replica killed in the middle of a delivery leaves
+that result to the partition's next owner, which finishes it once the lease lapses (the attempts
+made so far stay in the record and count against maxAttempts). Each attempt is
 appended to the record's `attempts`; GET /v1/generations/{id} shows them as `webhook`. A
 group that never committed starts at the log start (a result produced while the first replica
 was joining is not missed; older results find no pending record and cost one Redis call each).
@@ -35,7 +37,8 @@ import aiohttp
 import redis.asyncio as aioredis
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 from imagegen_api import naming
 from imagegen_api.messages import GenerationResult
 from imagegen_api.workerconfig import WorkerConfig
@@ -46,16 +49,17 @@ from .keys import KeyRing
 
 log = logging.getLogger(__name__)
 
-# KEYS[1] webhook hash; ARGV now, lease seconds, owner. 1: claimed for this delivery.
+# KEYS[1] webhook hash; ARGV now, lease seconds, owner. {0}: nothing to deliver (no webhook, or
+# it ended); {1}: claimed for this delivery; {2, lease_until}: another delivery holds the lease.
 _CLAIM = """
 local st = redis.call('HGET', KEYS[1], 'state')
-if not st or st == 'delivered' or st == 'failed' then return 0 end
+if not st or st == 'delivered' or st == 'failed' then return {0, ''} end
 local now = tonumber(ARGV[1])
-local lease = tonumber(redis.call('HGET', KEYS[1], 'lease_until') or '0')
-if st == 'delivering' and lease > now then return 0 end
-redis.call('HSET', KEYS[1], 'state', 'delivering', 'lease_until', tostring(now + ARGV[2]),
-           'owner', ARGV[3])
-return 1
+local lease = redis.call('HGET', KEYS[1], 'lease_until') or '0'
+if st == 'delivering' and tonumber(lease) > now then return {2, lease} end
+redis.call('HSET', KEYS[1], 'state', 'delivering',
+           'lease_until', tostring(now + tonumber(ARGV[2])), 'owner', ARGV[3])
+return {1, ''}
 """
 
 
@@ -158,10 +162,15 @@ class Deliverer:
         self._consumer = AIOKafkaConsumer(
             pool.kafka.results_topic, bootstrap_servers=bootstrap, client_id=client_id,
             group_id=naming.webhook_group(pool.namespace, pool.pool),
-            auto_offset_reset="earliest", enable_auto_commit=True)
+            auto_offset_reset="earliest", enable_auto_commit=False)
         self._http: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
         self._deliveries: set[asyncio.Task[None]] = set()
+        # Offsets are committed only below the first result whose delivery still runs: a
+        # replica killed mid-delivery leaves it to be read again by the partition's next owner.
+        self._next: dict[TopicPartition, int] = {}
+        self._pending: dict[TopicPartition, set[int]] = {}
+        self._committed: dict[TopicPartition, int] = {}
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(resolver=CheckedResolver(self._policy.allow))
@@ -185,8 +194,9 @@ class Deliverer:
     async def _read(self) -> None:
         while True:
             batches = await self._consumer.getmany(timeout_ms=500)
-            for msgs in batches.values():
+            for tp, msgs in batches.items():
                 for msg in msgs:
+                    self._next[tp] = msg.offset + 1
                     if msg.value is None:
                         continue
                     try:
@@ -194,33 +204,82 @@ class Deliverer:
                     except ValidationError:
                         continue
                     try:
-                        await self.offer(result)
+                        task = await self.offer(result)
                     except aioredis.RedisError as exc:
                         log.warning("webhook of %s not claimed: %s", result.request_id, exc)
+                        continue
+                    if task is not None:
+                        self._track(tp, msg.offset, task)
+            await self._commit()
 
-    async def offer(self, result: GenerationResult) -> bool:
-        """Start the delivery of `result` if it has a webhook and nobody else delivers it."""
+    def _track(self, tp: TopicPartition, offset: int, task: asyncio.Task[None]) -> None:
+        self._pending.setdefault(tp, set()).add(offset)
+        task.add_done_callback(lambda _: self._pending.get(tp, set()).discard(offset))
+
+    async def _commit(self) -> None:
+        owned = self._consumer.assignment()
+        offsets: dict[TopicPartition, int] = {}
+        for tp, nxt in list(self._next.items()):
+            if tp not in owned:  # revoked: its next owner reads on from the last commit
+                self._next.pop(tp, None)
+                self._committed.pop(tp, None)
+                continue
+            pending = self._pending.get(tp)
+            at = min(pending) if pending else nxt
+            if self._committed.get(tp) != at:
+                offsets[tp] = at
+        if not offsets:
+            return
+        try:
+            await self._consumer.commit(offsets)
+            self._committed.update(offsets)
+        except KafkaError as exc:  # a rebalance under way: the next round commits again
+            log.info("webhook offsets not committed: %s", exc)
+
+    async def offer(self, result: GenerationResult) -> asyncio.Task[None] | None:
+        """Start the delivery of `result` if it has a webhook and nobody else delivers it; a
+        delivery whose lease another replica holds is waited out (it may have died)."""
         key = naming.webhook_key(self._pool.namespace, self._pool.pool, result.request_id)
-        claimed = await self._claim(keys=[key], args=[time.time(),
-                                                      self._policy.lease_seconds, self._owner])
-        if not int(claimed):
-            return False
-        task = asyncio.create_task(self.deliver(key, result), name=f"webhook-{key}")
+        code, lease = await self._try_claim(key)
+        if code == 0:
+            return None
+        coro = self.deliver(key, result) if code == 1 else self._after_lease(key, result, lease)
+        task = asyncio.create_task(coro, name=f"webhook-{key}")
         self._deliveries.add(task)
         task.add_done_callback(self._deliveries.discard)
-        return True
+        return task
+
+    async def _try_claim(self, key: str) -> tuple[int, float]:
+        code, lease = await self._claim(keys=[key], args=[time.time(),
+                                                          self._policy.lease_seconds,
+                                                          self._owner])
+        return int(code), float(lease or 0)
+
+    async def _after_lease(self, key: str, result: GenerationResult, until: float) -> None:
+        """Another replica holds the delivery: when its lease lapses, take over if unfinished."""
+        while True:
+            await asyncio.sleep(max(0.0, until - time.time()) + 1)
+            code, until = await self._try_claim(key)
+            if code == 0:
+                return
+            if code == 1:
+                await self.deliver(key, result)
+                return
 
     async def deliver(self, key: str, result: GenerationResult) -> None:
         assert self._http is not None
         raw = cast(dict[bytes, bytes], await self._redis.hgetall(key))
         d = {k.decode(): v.decode() for k, v in raw.items()}
         url, api_key = d.get("url", ""), self._keys.by_name(d.get("key", ""))
-        attempts: list[dict[str, Any]] = []
+        # A take-over continues the attempts of the replica that died: the budget is per id.
+        attempts: list[dict[str, Any]] = json.loads(d.get("attempts", "[]"))
         secret = api_key.webhook_secret if api_key is not None else None
         body = payload(result)
         schedule = self._policy.schedule
         state = "failed"
-        for n in range(1, self._policy.max_attempts + 1):
+        if attempts and len(attempts) <= len(schedule):  # wait as the dead replica would have
+            await asyncio.sleep(schedule[len(attempts) - 1])
+        for n in range(len(attempts) + 1, self._policy.max_attempts + 1):
             if secret is None:  # the key lost its secret (or the key itself) since submit
                 attempts.append({"n": n, "at": time.time(), "outcome": "refused",
                                  "error": "the key has no webhookSecret"})

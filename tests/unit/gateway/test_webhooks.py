@@ -9,7 +9,7 @@ import ipaddress
 import re
 
 import pytest
-from imagegen_gateway import keys, shedding, webhooks
+from imagegen_gateway import delivery, keys, shedding, webhooks
 from imagegen_gateway.requests import parse_body
 
 SECRET = "whsec-0123456789abcdef"
@@ -116,3 +116,23 @@ def test_keys_file_webhook_secret() -> None:
 
 def test_body_webhook_field() -> None:
     assert parse_body(b'{"prompt": "p", "webhook": "https://h/x"}').webhook == "https://h/x"
+
+
+def test_unresolvable_host_is_its_own_refusal() -> None:
+    # Refused at submit like the others, but a delivery attempt retries it (DNS may come back).
+    target = webhooks.parse_target("http://receiver.example/hook")
+    with pytest.raises(webhooks.Unresolved):
+        webhooks.check_addresses(target, [], webhooks.AllowList())
+    assert issubclass(webhooks.Unresolved, webhooks.WebhookRefused)
+
+
+async def test_delivery_resolver_refuses_what_it_would_connect_to() -> None:
+    # The resolver aiohttp connects through: localhost (loopback) refused unless allowed.
+    refusing = delivery.CheckedResolver(webhooks.AllowList())
+    with pytest.raises(webhooks.WebhookRefused, match="loopback"):
+        await refusing.resolve("localhost", 80)
+    await refusing.close()
+    allowing = delivery.CheckedResolver(webhooks.AllowList.parse(["127.0.0.0/8", "::1/128"]))
+    got = await allowing.resolve("localhost", 80)
+    assert got and all(r["host"] in ("127.0.0.1", "::1") for r in got)
+    await allowing.close()
