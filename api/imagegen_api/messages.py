@@ -37,6 +37,17 @@ REQUEST_ID_CHARS = "A-Z a-z 0-9 . _ : -"
 REQUEST_ID_MAX = 128
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 
+# A request's adapter weight: a LoRA's usual range (negative weights invert a style); the model's
+# declared default weight (ImageModel.spec.loras[].weight) may go further, a request may not.
+LORA_WEIGHT_RANGE = (-2.0, 2.0)
+
+
+class LoraChoice(Message):
+    """One adapter a request activates: the name the ImageModel declares it under, and a weight."""
+
+    name: str
+    weight: float = 1.0
+
 
 class GenerationRequest(Message):
     request_id: str = Field(min_length=1, max_length=REQUEST_ID_MAX, pattern=REQUEST_ID_PATTERN)
@@ -55,6 +66,8 @@ class GenerationRequest(Message):
     submitted_at: float | None = None  # unix seconds
     deadline: float | None = None  # unix seconds; later → status=expired
     webhook: str | None = None
+    # None: the model's declared adapters at their declared weights; []: no adapter.
+    loras: list[LoraChoice] | None = None
 
 
 class ErrorInfo(Message):
@@ -94,6 +107,7 @@ class GenerationResult(Message):
     tier: str | None = None
     attempts: int = 1
     finished_at: float | None = None
+    warnings: list[str] = Field(default_factory=list)  # served, but not quite as asked
 
 
 class JobRecord(Message):
@@ -160,6 +174,7 @@ class Heartbeat(Message):
     ready: bool
     models: list[str] = Field(default_factory=list)
     model_revision: str | None = None
+    loras: list[str] = Field(default_factory=list)  # adapters loaded: <model>/<adapter>
     in_flight: int = 0
     processed: int = 0
     failed: int = 0

@@ -82,7 +82,11 @@ class ModelLimits(KubeModel):
 
     max_pixels: int = Field(1536 * 1536, ge=MIN_SIDE * MIN_SIDE, le=MAX_SIDE * MAX_SIDE)
     max_steps: int = Field(100, ge=1, le=500)
-    max_prompt_tokens: int = Field(77, ge=1, le=4096)
+    max_prompt_tokens: int = Field(
+        512, ge=1, le=4096,
+        description="Longest prompt (and negative prompt) accepted, in tokens; longer is "
+        "rejected. A prompt past the text encoder's window (77 tokens for CLIP) is served "
+        "truncated, with a warning in the result.")
     max_images_per_request: int = Field(4, ge=1, le=16)
 
 

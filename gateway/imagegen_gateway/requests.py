@@ -3,8 +3,8 @@ answers. No I/O; called by `app` for every POST, unit-tested on its own.
 
 A body is checked before anything is produced: OpenAI's fields (model, prompt, n, size "WxH",
 response_format, user) plus ours (negative_prompt, steps, guidance, sampler, seed, tier,
-output_format, request_id, deadline). Limits are the contract's (imagegen_api.specs: side bounds
-and multiple, guidance range, samplers, output formats) and the model's own (ModelLimits: max
+output_format, request_id, deadline, loras). Limits are the contract's (imagegen_api.specs: side
+bounds and multiple, guidance range, samplers, output formats) and the model's own (ModelLimits: max
 pixels, steps, images per request), the same the worker's validator applies; prompt tokens need
 the model's tokenizer and are left to the worker (its rejection comes back as a 400).
 """
@@ -16,7 +16,13 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from imagegen_api.messages import REQUEST_ID_PATTERN, GenerationRequest, GenerationResult
+from imagegen_api.messages import (
+    LORA_WEIGHT_RANGE,
+    REQUEST_ID_PATTERN,
+    GenerationRequest,
+    GenerationResult,
+    LoraChoice,
+)
 from imagegen_api.specs import GUIDANCE_RANGE, MIN_SIDE, OUTPUT_FORMATS, SAMPLERS, SIDE_MULTIPLE
 from imagegen_api.workerconfig import WorkerConfig
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -73,6 +79,7 @@ class ImagesBody(BaseModel):
     output_format: str | None = None
     request_id: str | None = Field(None, pattern=REQUEST_ID_PATTERN)
     deadline: float | None = None
+    loras: list[LoraChoice] | None = Field(None, max_length=16)
     # Called on the terminal state (delivery.py); checked against SSRF at submit (webhooks.py).
     webhook: str | None = Field(None, min_length=1, max_length=2048)
 
@@ -168,9 +175,26 @@ def plan(body: ImagesBody, pool: WorkerConfig, *, request_id: str, now: float) -
         negative_prompt=body.negative_prompt, width=width, height=height, steps=body.steps,
         guidance=body.guidance, sampler=body.sampler, seed=body.seed, num_images=body.n,
         output_format=fmt, tier=tier, submitted_at=now, deadline=body.deadline,
+        loras=check_loras(body.loras, [a.name for a in spec.loras], model),
         webhook=body.webhook,
     )
     return Planned(request=request, tier=tier, response_format=body.response_format)
+
+
+def check_loras(loras: list[LoraChoice] | None, declared: list[str], model: str
+                ) -> list[LoraChoice] | None:
+    """The adapters a body names must be the model's (the worker checks the same)."""
+    lo, hi = LORA_WEIGHT_RANGE
+    for i, lora in enumerate(loras or []):
+        if lora.name not in declared:
+            raise GatewayError(400, f"loras[{i}].name {lora.name!r} is not an adapter of model "
+                               f"{model} (one of: {', '.join(declared) or 'none declared'})",
+                               param=f"loras[{i}].name", code="invalid_field")
+        if not (math.isfinite(lora.weight) and lo <= lora.weight <= hi):
+            raise GatewayError(400, f"loras[{i}].weight {lora.weight} is outside "
+                               f"[{lo:g}, {hi:g}]", param=f"loras[{i}].weight",
+                               code="invalid_field")
+    return loras
 
 
 def result_error(result: GenerationResult) -> GatewayError | None:

@@ -329,4 +329,6 @@ class WorkerApp:
             started_at=self.started_at,
             cache_hits=hits,
             cache_misses=misses,
+            loras=[f"{m.name}/{a.name}" for m in self.config.models if m.name in self.runners
+                   for a in m.spec.loras],
         )

@@ -200,6 +200,7 @@ class BatchRunner:
             tier=work.tier,
             attempts=work.attempts,
             finished_at=now,
+            warnings=list(request.warnings),
         )
         await self.answers.answer(work.ref, result)
 

@@ -40,6 +40,8 @@ def image_key(request: ValidRequest, *, model_revision: str, seed: int, index: i
         "format": request.output_format,
         "index": index,
     }
+    if request.loras:  # only then: keys of requests without adapters stay as they were
+        params["loras"] = [[name, repr(weight)] for name, weight in request.loras]
     canonical = json.dumps(params, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
 

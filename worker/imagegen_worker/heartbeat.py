@@ -41,6 +41,7 @@ def build(
     started_at: float,
     cache_hits: int = 0,
     cache_misses: int = 0,
+    loras: list[str] | None = None,
 ) -> Heartbeat:
     """The heartbeat value for this moment; `cache_hits`/`cache_misses` from `cache_counts`."""
     return Heartbeat(
@@ -50,6 +51,7 @@ def build(
         ready=ready,
         models=models,
         model_revision=model_revision,
+        loras=loras or [],
         in_flight=snapshot.in_flight,
         processed=snapshot.processed,
         failed=snapshot.failed,

@@ -52,6 +52,9 @@ class Intake:
     def count_tokens(self, model: str, text: str) -> int:
         return self.runners[model].count_tokens(text)
 
+    def prompt_window(self, model: str) -> int:
+        return self.runners[model].prompt_window()
+
     async def handle(self, ref: MessageRef) -> Work | None:
         fetched_at = time.time()
         tier = self.tier_of.get(ref.topic) or ref.topic.rsplit(".", 1)[-1]
@@ -95,6 +98,7 @@ class Intake:
         try:
             outcome = validate.validate(ref.value, key=ref.key, tier=tier, config=self.config,
                                         count_tokens=self.count_tokens, now=now,
+                                        prompt_window=self.prompt_window,
                                         fallback_id=fallback)
             if isinstance(outcome, validate.Rejection):
                 return outcome
@@ -191,6 +195,7 @@ class Intake:
                             total_ms=_ms(now - work.origin)),
             worker=self.worker, model=request.model, model_revision=runner.revision,
             tier=work.tier, attempts=work.attempts, finished_at=now,
+            warnings=list(request.warnings),
         )
         await self.answers.answer(work.ref, result)
         return True

@@ -46,6 +46,7 @@ def image_jobs(request: ValidRequest, seeds: list[int]) -> list[ImageJob]:
             guidance=request.guidance,
             sampler=request.sampler,
             seed=seed,
+            loras=request.loras,
         )
         for seed in seeds
     ]

@@ -28,6 +28,8 @@ from imagegen_api.specs import GUIDANCE_RANGE, MIN_SIDE, OUTPUT_FORMATS, SAMPLER
 from imagegen_api.workerconfig import WorkerConfig
 from pydantic import ValidationError
 
+from . import adapters, longprompt
+
 MAX_SEED = 2**63 - 1
 # Sizes are refused before anything costly (JSON parsing, tokenising) looks at them.
 MAX_REQUEST_BYTES = 1024 * 1024  # a whole message value; Kafka's default max.message.bytes
@@ -38,6 +40,8 @@ MAX_DEAD_LETTER_REQUEST_BYTES = 64 * 1024  # a dead letter embeds at most this m
 
 # (model name, text) → number of tokens the model's tokenizer produces.
 TokenCounter = Callable[[str, str], int]
+# model name → tokens its text encoder reads (longer prompts are served cut, with a warning).
+PromptWindow = Callable[[str], int]
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,8 @@ class ValidRequest:
     submitted_at: float | None
     deadline: float | None
     webhook: str | None
+    loras: tuple[tuple[str, float], ...] = ()  # (adapter, weight) by name, no zero weight
+    warnings: tuple[str, ...] = ()  # copied into the result (a prompt served truncated)
 
 
 @dataclass(frozen=True)
@@ -85,6 +91,7 @@ def validate(
     count_tokens: TokenCounter,
     now: float,
     fallback_id: str,
+    prompt_window: PromptWindow | None = None,
 ) -> Outcome:
     """Validate one message value.
 
@@ -212,7 +219,13 @@ def validate(
         return fail("invalid_field", f"seed {req.seed} is outside [0, 2^63-1]", "seed",
                     "0..2^63-1", model=model_name)
 
+    chosen = adapters.resolve(req.loras, list(spec.loras))
+    if isinstance(chosen, adapters.AdapterError):
+        return fail("invalid_field", chosen.message, chosen.field, chosen.limit,
+                    model=model_name)
+
     negative = d.negative_prompt if req.negative_prompt is None else req.negative_prompt
+    warnings: list[str] = []
     max_bytes = lim.max_prompt_tokens * PROMPT_BYTES_PER_TOKEN
     for name, text in (("prompt", req.prompt), ("negative_prompt", negative)):
         size = len(text.encode("utf-8", errors="surrogatepass"))
@@ -228,6 +241,10 @@ def validate(
             return fail("limit_exceeded", f"{name} is {tokens} tokens long, over the model's "
                         f"limit of {lim.max_prompt_tokens}", name,
                         f"maxPromptTokens={lim.max_prompt_tokens}", model=model_name)
+        if prompt_window is not None:
+            cut = longprompt.truncation_warning(name, tokens, prompt_window(model_name))
+            if cut:
+                warnings.append(cut)
 
     # --- safety --------------------------------------------------------------------------------
     if config.safety.enabled and config.safety.blocklist:
@@ -256,6 +273,8 @@ def validate(
         submitted_at=req.submitted_at,
         deadline=req.deadline,
         webhook=req.webhook,
+        loras=chosen,
+        warnings=tuple(warnings),
     )
 
 

@@ -8,6 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Active adapters as (name, weight) pairs, sorted by name, no zero weights; None: the model's
+# declared adapters at their declared weights (what a model with LoRAs served before requests
+# could choose).
+Adapters = tuple[tuple[str, float], ...]
+
 
 @dataclass(frozen=True)
 class ImageJob:
@@ -21,9 +26,10 @@ class ImageJob:
     guidance: float
     sampler: str
     seed: int
+    loras: Adapters | None = None
 
 
-BatchKey = tuple[int, int, int, float, str, bool]
+BatchKey = tuple[int, int, int, float, str, bool, Adapters | None]
 
 
 def batch_key(job: ImageJob) -> BatchKey:
@@ -32,7 +38,8 @@ def batch_key(job: ImageJob) -> BatchKey:
     Size, steps, guidance and sampler are shared by a whole call. Whether the negative prompt is
     empty is part of the key too: SDXL uses zero embeddings for an empty negative prompt only
     when every negative prompt of the call is empty, so mixing the two would change the image a
-    seed gives depending on its batch companions.
+    seed gives depending on its batch companions. The adapter set is set on the pipeline's
+    modules for a whole call, so it is part of the key as well.
     """
     return (job.width, job.height, job.steps, float(job.guidance), job.sampler,
-            not job.negative_prompt)
+            not job.negative_prompt, job.loras)

@@ -28,7 +28,7 @@ import torch
 from imagegen_api.specs import ImageModelSpec
 
 from . import architecture, loader, optimize, samplers, sources
-from .jobs import ImageJob, batch_key
+from .jobs import Adapters, ImageJob, batch_key
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 
 # The tokenizer whose length limit matters, per family (the T5 one where a pipeline has it).
 COUNTING_TOKENIZER = {"sd3": ("tokenizer_3", "tokenizer"), "flux": ("tokenizer_2", "tokenizer")}
+# Tokens the text encoder reads, per family (CLIP's 77 otherwise: the tokenizer's own limit);
+# the pipelines truncate longer prompts, and the validator reports that as a warning.
+PROMPT_WINDOW = {"sd3": 256, "flux": 512}
 BUILTIN_SEED = 20240601  # the builtin weights: same seed, same torch → identical weights
 
 
@@ -68,6 +71,7 @@ class ModelRunner:
         self._count_lock = threading.Lock()  # guards the counting tokenizer (made on first use)
         self._counter: Any = None
         self._scheduler_config = dict(pipeline.scheduler.config)
+        self._adapters: Adapters | None = None  # active on the modules; None: as loaded
 
     # --- construction --------------------------------------------------------------------------
 
@@ -135,6 +139,12 @@ class ModelRunner:
                 self._counter = copy.deepcopy(self._counting_tokenizer())
             return len(self._counter(prompt, truncation=False, verbose=False)["input_ids"])
 
+    def prompt_window(self) -> int:
+        """Tokens of a prompt the text encoder reads; the pipeline drops the rest."""
+        if self.spec.pipeline in PROMPT_WINDOW:
+            return PROMPT_WINDOW[self.spec.pipeline]
+        return int(getattr(self._counting_tokenizer(), "model_max_length", 77))
+
     def generate(self, jobs: list[ImageJob]) -> list[Image.Image]:
         """One pipeline call for jobs sharing a batch_key; images in the jobs' order."""
         if not jobs:
@@ -145,6 +155,7 @@ class ModelRunner:
         first = jobs[0]
         run = self._pad_to_bucket(jobs)
         with self._lock:
+            self._use_adapters(first.loras)
             call = copy.copy(self.pipeline)  # shares the modules, not the per-call state
             call.scheduler = samplers.fresh_scheduler(first.sampler, self._scheduler_config)
             negatives = [j.negative_prompt for j in run]
@@ -174,6 +185,30 @@ class ModelRunner:
         log.info("model %s warmed up in %.1fs", self.name, time.monotonic() - started)
 
     # --- helpers -------------------------------------------------------------------------------
+
+    def declared_adapters(self) -> Adapters:
+        """The model's adapters at their declared weights (a request without `loras`)."""
+        return tuple(sorted((a.name, float(a.weight)) for a in self.spec.loras if a.weight))
+
+    def _use_adapters(self, wanted: Adapters | None) -> None:
+        """Switch the adapters set on the shared modules (under the lock) when a batch asks
+        for another set: set_adapters changes weights only, the base is never reloaded."""
+        if not self.spec.loras:
+            if wanted:
+                raise ValueError(f"model {self.name} declares no LoRA adapters")
+            return
+        if wanted is None:
+            wanted = self.declared_adapters()
+        if wanted == self._adapters:
+            return
+        if not wanted:
+            self.pipeline.disable_lora()  # skips the adapters' matmuls: exactly the base
+        else:
+            if self._adapters == ():
+                self.pipeline.enable_lora()
+            self.pipeline.set_adapters([n for n, _ in wanted],
+                                       adapter_weights=[w for _, w in wanted])
+        self._adapters = wanted
 
     def _pad_to_bucket(self, jobs: list[ImageJob]) -> list[ImageJob]:
         """With a compiled denoiser, pad to a power-of-two batch so few shapes ever compile."""
