@@ -243,6 +243,16 @@ class OperatorProcess:
             return "(no operator log)"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_installed_operators(stack: StackEnv, kubectl: Kubectl) -> Iterator[None]:
+    """An operator a `make demo` left installed (in-cluster, on the real nodes) is scaled to zero
+    for the whole session, not only once a test asks for the operator under test: the tests that
+    check the API server alone (CRD rules, status) must see no operator act either."""
+    paused = pause_installed_operators(kubectl)
+    yield
+    resume_installed_operators(kubectl, paused)
+
+
 @pytest.fixture(scope="session")
 def operator(stack: StackEnv, crds: None, kubectl: Kubectl) -> Iterator[OperatorProcess]:
     """The operator under test, alone: an operator a `make demo` left installed (cluster-wide)
