@@ -120,11 +120,22 @@ def pool_status(spec: GenerationPoolSpec, obs: PoolObservation, old: GenerationP
 
     floor = spec.warm.min_replicas
     problems = "; ".join(p.message for p in obs.problems)
+    # With its gateway enabled, a pool is ready only when it answers HTTP too.
+    gw = obs.gateway
+    gateway_ready = not spec.gateway.enabled or (gw is not None and gw.ready > 0)
+    gateway_note = (f", {gw.ready}/{gw.replicas} gateway pods ready"
+                    if spec.gateway.enabled and gw is not None else "")
     if obs.problems:
         conditions.append(_cond(READY, "False", "Degraded", problems, gen))
+    elif obs.warm.ready >= floor and (ready > 0 or desired == 0) and not gateway_ready:
+        conditions.append(_cond(READY, "False", "WaitingForGateway",
+                                f"{ready}/{desired} workers ready, no gateway pod ready "
+                                f"({gw.replicas if gw else 0} desired): the HTTP API is down",
+                                gen))
     elif obs.warm.ready >= floor and (ready > 0 or desired == 0):
         conditions.append(_cond(READY, "True", "WorkersReady",
-                                f"{ready}/{desired} workers ready (warm minimum {floor})", gen))
+                                f"{ready}/{desired} workers ready (warm minimum {floor})"
+                                f"{gateway_note}", gen))
     else:
         waiting = (f"; {obs.warm.pending + obs.cold.pending} pod(s) Pending for a node"
                    if obs.warm.pending + obs.cold.pending else "")

@@ -169,3 +169,20 @@ def test_same_status_twice_is_no_change() -> None:
 def test_status_differs(desired: dict[str, object], current: dict[str, object] | None,
                         differs: bool) -> None:
     assert status_differs(desired, current) is differs
+
+
+def test_ready_accounts_for_an_enabled_gateway() -> None:
+    from imagegen_api.specs import GatewayStatus
+
+    with_gw = GenerationPoolSpec.model_validate(
+        {"models": ["tiny"], "warm": {"minReplicas": 1},
+         "gateway": {"enabled": True, "auth": {"secretName": "keys"}}})
+    down = pool_status(with_gw, obs(gateway=GatewayStatus(url="u", replicas=2, ready=0)),
+                       None, T0)
+    assert cond(down, "Ready") == ("False", "WaitingForGateway")
+    up = pool_status(with_gw, obs(gateway=GatewayStatus(url="u", replicas=2, ready=1)), None, T0)
+    assert cond(up, "Ready") == ("True", "WorkersReady")
+    ready = next(c for c in up.conditions if c.type == "Ready")
+    assert "1/2 gateway pods ready" in ready.message
+    # Without a gateway in the spec, its absence changes nothing.
+    assert cond(pool_status(SPEC, obs(), None, T0), "Ready") == ("True", "WorkersReady")
