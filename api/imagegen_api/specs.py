@@ -516,6 +516,21 @@ class GatewayResources(KubeModel):
     memory: str = Field("512Mi", pattern=QUANTITY)
 
 
+class GatewayWebhooks(KubeModel):
+    allowed_hosts: list[Annotated[str, Field(min_length=1, max_length=253)]] = Field(
+        default_factory=list, max_length=64,
+        description="Webhook targets allowed although they resolve to private, loopback, "
+        "link-local or reserved addresses: exact host names or CIDRs (10.0.0.0/8, ::1/128). "
+        "Empty: public addresses only (no SSRF through the gateway).")
+    max_attempts: int = Field(5, ge=1, le=20, description="Attempts per webhook, the first "
+                              "included.")
+    backoff_seconds: float = Field(2.0, gt=0, le=3600, description="Pause before the second "
+                                   "attempt; doubled for each next one.")
+    backoff_max_seconds: float = Field(300.0, gt=0, le=86400, description="Longest pause "
+                                       "between attempts.")
+    timeout_seconds: float = Field(10.0, gt=0, le=120, description="One attempt's time limit.")
+
+
 class GatewaySpec(KubeModel):
     model_config = KubeModel.model_config | ConfigDict(
         json_schema_extra={"x-kubernetes-validations": [cel(
@@ -531,6 +546,11 @@ class GatewaySpec(KubeModel):
     node_selector: dict[str, str] = Field(
         default_factory=dict, description="Where gateway pods run (no GPU: CPU nodes).")
     tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
+    max_queue_seconds: float = Field(
+        300.0, gt=0, le=86400,
+        description="Load shedding: refuse new requests (503 with Retry-After) while the "
+        "backlog would take longer than this to serve at the pool's measured throughput.")
+    webhooks: GatewayWebhooks = GatewayWebhooks()
 
     @model_validator(mode="after")
     def _keys_when_enabled(self) -> GatewaySpec:

@@ -8,6 +8,8 @@ Pure; called by workload.pool_children. Image: imagegen_gateway (`imagegen-gatew
 
 from __future__ import annotations
 
+import json
+
 from imagegen_api import naming
 
 from .context import PoolContext
@@ -32,6 +34,21 @@ def _labels(ctx: PoolContext) -> dict[str, str]:
             naming.LABEL_COMPONENT: "gateway"}
 
 
+def gateway_settings(ctx: PoolContext) -> str:
+    """spec.gateway's shedding and webhook knobs as the gateway's GatewaySettings fields (JSON,
+    sorted: the same spec renders the same pod template)."""
+    gw = ctx.spec.gateway
+    hooks = gw.webhooks
+    return json.dumps({
+        "max_queue_seconds": gw.max_queue_seconds,
+        "webhook_allowed_hosts": hooks.allowed_hosts,
+        "webhook_max_attempts": hooks.max_attempts,
+        "webhook_backoff_seconds": hooks.backoff_seconds,
+        "webhook_backoff_max_seconds": hooks.backoff_max_seconds,
+        "webhook_timeout_seconds": hooks.timeout_seconds,
+    }, sort_keys=True, separators=(",", ":"))
+
+
 def _env(ctx: PoolContext) -> list[Manifest]:
     return [
         {"name": naming.ENV_POD_NAME, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
@@ -40,6 +57,7 @@ def _env(ctx: PoolContext) -> list[Manifest]:
         {"name": naming.ENV_GATEWAY_KEYS,
          "value": f"{naming.GATEWAY_KEYS_DIR}/{naming.GATEWAY_KEYS_FILE}"},
         {"name": naming.ENV_HTTP_PORT, "value": str(naming.GATEWAY_HTTP_PORT)},
+        {"name": naming.ENV_GATEWAY_SETTINGS, "value": gateway_settings(ctx)},
         {"name": "HOME", "value": "/tmp"},
         *connection_env(ctx),
     ]

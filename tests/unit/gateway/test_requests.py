@@ -88,7 +88,7 @@ def test_parse_size_refuses(size: str) -> None:
     (b'{"prompt": "x", "steps": 5}', 400, "steps", "maxSteps"),
     (b'{"prompt": "x", "guidance": 51}', 400, "guidance", "[0, 50]"),
     (b'{"prompt": "x", "sampler": "plms"}', 400, "sampler", "euler"),
-    (b'{"prompt": "x", "output_format": "jpeg"}', 400, "output_format", "png"),
+    (b'{"prompt": "x", "output_format": "gif"}', 400, "output_format", "png"),
     (b'{"prompt": "x", "tier": "gold"}', 400, "tier", "turbo, fast, relax"),
     (b'{"prompt": "x", "model": "sd3"}', 404, "model", "tiny"),
     (b'{"prompt": "x", "deadline": 1}', 400, "deadline", "past"),

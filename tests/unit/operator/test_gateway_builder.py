@@ -4,11 +4,13 @@ keys Secret and worker config mounted), Service and PDB; the Service URL in the 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 from imagegen_api import naming
 from imagegen_api.specs import GenerationPoolSpec, ImageModelSpec
+from imagegen_gateway.settings import GatewaySettings
 from imagegen_operator import builders
 from imagegen_operator.builders.context import OperatorDefaults, PoolContext
 from imagegen_operator.pool_plan import (
@@ -129,3 +131,28 @@ def test_gateway_placement_from_the_spec() -> None:
     assert pod["nodeSelector"] == {"pool": "cpu"}
     assert pod["tolerations"] == [{"key": "dedicated", "operator": "Equal", "value": "api",
                                    "effect": "NoSchedule"}]
+
+
+def test_shedding_and_webhook_settings_reach_the_gateway() -> None:
+    spec = {"gateway": {**ON["gateway"], "maxQueueSeconds": 60, "webhooks": {
+        "allowedHosts": ["hooks.internal", "10.0.0.0/8"], "maxAttempts": 3,
+        "backoffSeconds": 1, "backoffMaxSeconds": 30, "timeoutSeconds": 5}}}
+    dep = by_kind(builders.pool_children(ctx(spec)))["Deployment/p1-gateway"]
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    got = GatewaySettings.model_validate(
+        {"worker_config": "/w.json", "keys_file": "/k.json",
+         **json.loads(env[naming.ENV_GATEWAY_SETTINGS])})
+    assert got.max_queue_seconds == 60
+    assert got.webhook_allowed_hosts == ["hooks.internal", "10.0.0.0/8"]
+    assert (got.webhook_max_attempts, got.webhook_backoff_seconds,
+            got.webhook_backoff_max_seconds, got.webhook_timeout_seconds) == (3, 1, 30, 5)
+    # Defaults: 300 s of queue, public webhook targets only.
+    dep = by_kind(builders.pool_children(ctx(ON)))["Deployment/p1-gateway"]
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert json.loads(env[naming.ENV_GATEWAY_SETTINGS])["max_queue_seconds"] == 300
+    assert json.loads(env[naming.ENV_GATEWAY_SETTINGS])["webhook_allowed_hosts"] == []
+    with pytest.raises(ValidationError, match=r"max_attempts|maxAttempts"):
+        GenerationPoolSpec.model_validate({"models": ["tiny"], "gateway": {
+            "webhooks": {"maxAttempts": 0}}})
