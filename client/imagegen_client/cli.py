@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from imagegen_api import naming
-from imagegen_api.messages import GenerationRequest, GenerationResult
+from imagegen_api.messages import LORA_WEIGHT_RANGE, GenerationRequest, GenerationResult, LoraChoice
 from imagegen_api.specs import GUIDANCE_RANGE, OUTPUT_FORMATS, SAMPLERS
 
 from .client import ImagegenClient, new_request_id, read_status
@@ -52,6 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     s.add_argument("--sampler", default=None, choices=SAMPLERS,
                    help="default: the model's")
     s.add_argument("--negative", default=None, help="negative prompt")
+    s.add_argument("--lora", action="append", type=_lora, default=None, metavar="NAME[=WEIGHT]",
+                   help="a LoRA adapter the model declares, repeatable (default weight 1; "
+                   "none given: the model's declared adapters)")
     s.add_argument("--images", type=int, default=1, help="images per request")
     s.add_argument("--format", default="png", choices=OUTPUT_FORMATS)
     s.add_argument("--count", type=int, default=None, help="requests (default: one per prompt)")
@@ -80,6 +83,20 @@ def _size(text: str) -> str:
     if not re.fullmatch(r"[1-9][0-9]*(x[1-9][0-9]*)?", text.lower()):
         raise argparse.ArgumentTypeError(f"size {text!r} is not WIDTHxHEIGHT, e.g. 64x64")
     return text
+
+
+def _lora(text: str) -> LoraChoice:
+    """--lora style or --lora style=0.7, weight within the contract's range."""
+    name, sep, weight = text.partition("=")
+    try:
+        choice = LoraChoice(name=name, weight=float(weight) if sep else 1.0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--lora {text!r}: NAME or NAME=WEIGHT") from None
+    lo, hi = LORA_WEIGHT_RANGE
+    if not name or not lo <= choice.weight <= hi:
+        raise argparse.ArgumentTypeError(f"--lora {text!r}: a name, and a weight in "
+                                         f"[{lo:g}, {hi:g}]")
+    return choice
 
 
 def _guidance(text: str) -> float:
@@ -121,6 +138,7 @@ def build_requests(ns: argparse.Namespace) -> list[GenerationRequest]:
             num_images=ns.images,
             output_format=ns.format,
             tier=tiers[i % len(tiers)],
+            loras=ns.lora,
         ))
     return out
 
