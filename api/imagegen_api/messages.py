@@ -49,6 +49,22 @@ class LoraChoice(Message):
     weight: float = 1.0
 
 
+# An init image or mask given inline: at most this many bytes once base64-decoded (512 KiB: a
+# whole message must stay under 1 MiB, so larger images, or an image and a mask, go to S3).
+IMAGE_INPUT_MAX_BYTES = 512 * 1024
+# An init image or mask named by S3 key: at most this many bytes (read with a bounded range).
+IMAGE_OBJECT_MAX_BYTES = 16 * 1024 * 1024
+
+
+class ImageInput(Message):
+    """An image a request brings (img2img init image, inpainting mask): exactly one of
+    `s3_key` (an object below the pool's prefix <namespace>/<pool>/ in the pool's bucket) or
+    `b64` (the encoded file, PNG/JPEG/WebP, base64; at most IMAGE_INPUT_MAX_BYTES decoded)."""
+
+    s3_key: str | None = None
+    b64: str | None = None
+
+
 class GenerationRequest(Message):
     request_id: str = Field(min_length=1, max_length=REQUEST_ID_MAX, pattern=REQUEST_ID_PATTERN)
     prompt: str
@@ -68,6 +84,12 @@ class GenerationRequest(Message):
     webhook: str | None = None
     # None: the model's declared adapters at their declared weights; []: no adapter.
     loras: list[LoraChoice] | None = None
+    # img2img / inpainting: the image to start from (its size must equal width x height when
+    # they are given; else they default to it), how much of it to repaint (0 < strength <= 1),
+    # and an optional mask of the same size (white = repaint, black = keep).
+    init_image: ImageInput | None = None
+    strength: float | None = None  # None with an init image: 0.8
+    mask: ImageInput | None = None
 
 
 class ErrorInfo(Message):

@@ -15,7 +15,7 @@ import json
 
 from .validate import ValidRequest
 
-KEY_VERSION = 1  # bump when encoding or metadata changes what bytes a key stands for
+KEY_VERSION = 2  # bump when encoding or metadata changes what bytes a key stands for
 
 
 def image_seed(base_seed: int, index: int) -> int:
@@ -42,6 +42,12 @@ def image_key(request: ValidRequest, *, model_revision: str, seed: int, index: i
     }
     if request.loras:  # only then: keys of requests without adapters stay as they were
         params["loras"] = [[name, repr(weight)] for name, weight in request.loras]
+    cond = request.conditioning
+    if cond is not None:  # only then: text-to-image keys stay as they were
+        params["init_image"] = cond.image_sha256
+        params["strength"] = repr(cond.strength)
+        if cond.mask_sha256 is not None:
+            params["mask"] = cond.mask_sha256
     canonical = json.dumps(params, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
 

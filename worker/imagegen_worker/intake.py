@@ -17,11 +17,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Hashable, Mapping
+from dataclasses import replace
 
 from imagegen_api.messages import ErrorInfo, GenerationResult, ImageRef, Timings
 from imagegen_api.workerconfig import WorkerConfig
 
-from . import cachekey, validate
+from . import cachekey, initimage, validate
 from .cache import ImageCache
 from .claims import AnswerClaims
 from .delivery import Answers
@@ -38,8 +39,9 @@ class Intake:
     def __init__(self, *, config: WorkerConfig, runners: Mapping[str, Runner],
                  tier_of: Mapping[str, str], records: JobRecords, claims: AnswerClaims,
                  cache: ImageCache, answers: Answers, metrics: WorkerMetrics,
-                 worker: str) -> None:
+                 worker: str, fetch_object: initimage.Fetch | None = None) -> None:
         self.config = config
+        self.fetch_object = fetch_object  # init images named by S3 key (ObjectStore.read_head)
         self.claims = claims
         self.runners = runners
         self.tier_of = tier_of
@@ -102,6 +104,11 @@ class Intake:
                                         fallback_id=fallback)
             if isinstance(outcome, validate.Rejection):
                 return outcome
+            if outcome.init is not None:
+                resolved = self._resolve_init(outcome, tier)
+                if isinstance(resolved, validate.Rejection):
+                    return resolved
+                outcome = resolved
             return outcome, compat_key(outcome)
         except Exception as exc:
             log.exception("request could not be validated", extra=fields(source=ref.source))
@@ -112,6 +119,28 @@ class Intake:
                 error=ErrorInfo(code="invalid_request",
                                 message=f"request could not be processed: {exc}"[:500],
                                 field=None, limit=None))
+
+    def _resolve_init(self, request: validate.ValidRequest, tier: str
+                      ) -> validate.ValidRequest | validate.Rejection:
+        """Fetch and decode the init image and mask (blocking: runs in the validation thread)."""
+        assert request.init is not None
+        spec = self.config.model(request.model)
+        max_pixels = spec.limits.max_pixels if spec is not None else 0
+
+        def no_store(key: str, limit: int) -> bytes | None:
+            raise initimage.InputError("init_image.s3_key", "this worker has no object store",
+                                       "b64 only")
+
+        try:
+            cond, width, height = initimage.resolve(
+                request.init, width=request.width, height=request.height,
+                max_pixels=max_pixels, fetch=self.fetch_object or no_store)
+        except initimage.InputError as exc:
+            return validate.Rejection(
+                request_id=request.request_id, status="rejected", tier=tier, model=request.model,
+                error=ErrorInfo(code=exc.code, message=str(exc)[:validate.MAX_ERROR_MESSAGE],
+                                field=exc.field, limit=exc.limit))
+        return replace(request, width=width, height=height, conditioning=cond)
 
     async def give_up(self, work: Work, error: ErrorInfo) -> None:
         """Dead-letter a request and answer it as failed (also used by `batchrun`)."""

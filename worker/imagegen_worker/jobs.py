@@ -36,6 +36,9 @@ def draw_seeds(request: ValidRequest, *, namespace: str, pool: str) -> list[int]
 
 
 def image_jobs(request: ValidRequest, seeds: list[int]) -> list[ImageJob]:
+    cond = request.conditioning
+    if request.init is not None and cond is None:
+        raise ValueError(f"request {request.request_id}: init image not resolved")
     return [
         ImageJob(
             prompt=request.prompt,
@@ -47,6 +50,9 @@ def image_jobs(request: ValidRequest, seeds: list[int]) -> list[ImageJob]:
             sampler=request.sampler,
             seed=seed,
             loras=request.loras,
+            init_image=cond.image if cond else None,
+            mask_image=cond.mask if cond else None,
+            strength=cond.strength if cond else None,
         )
         for seed in seeds
     ]

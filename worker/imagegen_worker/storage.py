@@ -121,6 +121,21 @@ class ObjectStore:
         data: bytes = obj["Body"].read()
         return data
 
+    def read_head(self, key: str, limit: int) -> bytes | None:
+        """At most the first `limit + 1` bytes of an object (more than `limit`: it is too big),
+        or None when there is none. Blocking: called from validation threads."""
+        try:
+            obj = self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes=0-{limit}")
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in ("NoSuchKey", "404", "NotFound"):
+                return None
+            if code == "InvalidRange":  # an empty object
+                return b""
+            raise
+        data: bytes = obj["Body"].read(limit + 1)
+        return data
+
     def presign(self, key: str) -> str:
         """A GET URL valid for url_ttl_seconds (local signing, no network call). Only for this
         pool's own objects: the credentials may reach other pools' objects in the same bucket,

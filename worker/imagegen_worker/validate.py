@@ -13,7 +13,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from imagegen_api.messages import (
@@ -28,7 +28,7 @@ from imagegen_api.specs import GUIDANCE_RANGE, MIN_SIDE, OUTPUT_FORMATS, SAMPLER
 from imagegen_api.workerconfig import WorkerConfig
 from pydantic import ValidationError
 
-from . import adapters, longprompt
+from . import adapters, initimage, longprompt
 
 MAX_SEED = 2**63 - 1
 # Sizes are refused before anything costly (JSON parsing, tokenising) looks at them.
@@ -66,6 +66,9 @@ class ValidRequest:
     webhook: str | None
     loras: tuple[tuple[str, float], ...] = ()  # (adapter, weight) by name, no zero weight
     warnings: tuple[str, ...] = ()  # copied into the result (a prompt served truncated)
+    init: initimage.InitSpec | None = None  # img2img / inpainting, before fetching (intake)
+    # The decoded init image and mask, set by intake (initimage.resolve) before queueing.
+    conditioning: initimage.Conditioning | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -211,6 +214,7 @@ def validate(
                     f"maxImagesPerRequest={lim.max_images_per_request}", model=model_name)
 
     fmt = req.output_format.lower()
+    fmt = "jpeg" if fmt == "jpg" else fmt
     if fmt not in OUTPUT_FORMATS:
         return fail("invalid_field", f"unknown output_format {req.output_format!r}",
                     "output_format", "one of: " + ", ".join(OUTPUT_FORMATS), model=model_name)
@@ -223,6 +227,27 @@ def validate(
     if isinstance(chosen, adapters.AdapterError):
         return fail("invalid_field", chosen.message, chosen.field, chosen.limit,
                     model=model_name)
+
+    init: initimage.InitSpec | None = None
+    if req.init_image is None:
+        for name, given in (("strength", req.strength), ("mask", req.mask)):
+            if given is not None:
+                return fail("invalid_field", f"{name} needs an init_image", name,
+                            "only with init_image", model=model_name)
+    else:
+        strength = initimage.DEFAULT_STRENGTH if req.strength is None else req.strength
+        if not math.isfinite(strength) or not 0 < strength <= 1:
+            return fail("invalid_field", f"strength {strength} is outside (0, 1]", "strength",
+                        "0 < strength <= 1", model=model_name)
+        try:
+            for name, given in (("init_image", req.init_image), ("mask", req.mask)):
+                if given is not None:
+                    initimage.check_input(name, given, namespace=config.namespace,
+                                          pool=config.pool)
+        except initimage.InputError as exc:
+            return fail(exc.code, str(exc), exc.field, exc.limit, model=model_name)
+        init = initimage.InitSpec(image=req.init_image, mask=req.mask, strength=float(strength),
+                                  size_given=req.width is not None or req.height is not None)
 
     negative = d.negative_prompt if req.negative_prompt is None else req.negative_prompt
     warnings: list[str] = []
@@ -275,6 +300,7 @@ def validate(
         webhook=req.webhook,
         loras=chosen,
         warnings=tuple(warnings),
+        init=init,
     )
 
 

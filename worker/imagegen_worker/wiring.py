@@ -100,7 +100,8 @@ def build_stages(config: WorkerConfig, *, worker: str, runners: Mapping[str, Run
                       worker=worker, faults=faults)
     tier_of = {topic: tier for tier, topic in config.kafka.tier_topics.items()}
     intake = Intake(config=config, runners=runners, tier_of=tier_of, records=records,
-                    claims=claims, cache=cache, answers=answers, metrics=metrics, worker=worker)
+                    claims=claims, cache=cache, answers=answers, metrics=metrics, worker=worker,
+                    fetch_object=store.read_head)
     batches = BatchRunner(config=config, runners=runners, records=records, cache=cache,
                           store=store, answers=answers, outages=outages, intake=intake,
                           metrics=metrics, stats=stats, faults=faults, requeue=requeue)

@@ -6,7 +6,8 @@ groups jobs by `batch_key`, and hands each group to `ModelRunner.generate`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 # Active adapters as (name, weight) pairs, sorted by name, no zero weights; None: the model's
 # declared adapters at their declared weights (what a model with LoRAs served before requests
@@ -27,9 +28,21 @@ class ImageJob:
     sampler: str
     seed: int
     loras: Adapters | None = None
+    # img2img / inpainting: the init image (PIL RGB) and mask (PIL L, white = repaint) this
+    # image starts from; they differ per job, so they are not part of the batch key.
+    init_image: Any = field(default=None, compare=False)
+    mask_image: Any = field(default=None, compare=False)
+    strength: float | None = None  # set exactly when init_image is
+
+    @property
+    def mode(self) -> str:
+        """txt2img | img2img | inpaint: which pipeline serves the job."""
+        if self.init_image is None:
+            return "txt2img"
+        return "inpaint" if self.mask_image is not None else "img2img"
 
 
-BatchKey = tuple[int, int, int, float, str, bool, Adapters | None]
+BatchKey = tuple[int, int, int, float, str, bool, Adapters | None, str, float | None]
 
 
 def batch_key(job: ImageJob) -> BatchKey:
@@ -39,7 +52,8 @@ def batch_key(job: ImageJob) -> BatchKey:
     empty is part of the key too: SDXL uses zero embeddings for an empty negative prompt only
     when every negative prompt of the call is empty, so mixing the two would change the image a
     seed gives depending on its batch companions. The adapter set is set on the pipeline's
-    modules for a whole call, so it is part of the key as well.
+    modules for a whole call, so it is part of the key as well. So are the mode (each mode is
+    its own pipeline) and the strength (one per call: it decides the timesteps).
     """
     return (job.width, job.height, job.steps, float(job.guidance), job.sampler,
-            not job.negative_prompt, job.loras)
+            not job.negative_prompt, job.loras, job.mode, job.strength)

@@ -22,16 +22,14 @@ import logging
 import threading
 import time
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from imagegen_api.specs import ImageModelSpec
+from PIL import Image
 
 from . import architecture, loader, optimize, samplers, sources
 from .jobs import Adapters, ImageJob, batch_key
-
-if TYPE_CHECKING:
-    from PIL import Image
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +70,7 @@ class ModelRunner:
         self._counter: Any = None
         self._scheduler_config = dict(pipeline.scheduler.config)
         self._adapters: Adapters | None = None  # active on the modules; None: as loaded
+        self._derived: dict[str, Any] = {}  # mode → img2img / inpaint pipeline (from_pipe)
 
     # --- construction --------------------------------------------------------------------------
 
@@ -154,22 +153,51 @@ class ModelRunner:
             raise ValueError("generate() needs jobs with the same batch_key")
         first = jobs[0]
         run = self._pad_to_bucket(jobs)
+        extra: dict[str, Any] = {"width": first.width, "height": first.height}
+        if first.mode != "txt2img":
+            extra = {"image": [j.init_image for j in run], "strength": first.strength}
+        if first.mode == "inpaint":
+            extra.update(mask_image=[j.mask_image for j in run], width=first.width,
+                         height=first.height)
         with self._lock:
             self._use_adapters(first.loras)
-            call = copy.copy(self.pipeline)  # shares the modules, not the per-call state
+            # shares the modules, not the per-call state
+            call = copy.copy(self._pipeline_for(first.mode))
             call.scheduler = samplers.fresh_scheduler(first.sampler, self._scheduler_config)
             negatives = [j.negative_prompt for j in run]
             out = call(
                 prompt=[j.prompt for j in run],
                 negative_prompt=negatives if any(negatives) else None,
-                width=first.width,
-                height=first.height,
                 num_inference_steps=first.steps,
                 guidance_scale=first.guidance,
                 generator=generators(run),
                 output_type="pil",
+                **extra,
             )
-        return list(out.images[: len(jobs)])
+        images = list(out.images[: len(jobs)])
+        if first.mode == "inpaint":
+            # Keep the unmasked pixels exactly: the pipeline returns the whole image through the
+            # VAE, which changes every pixel a little (UIs paste the original back the same way).
+            images = [Image.composite(img, j.init_image, j.mask_image)
+                      for img, j in zip(images, jobs, strict=True)]
+        return images
+
+    def _pipeline_for(self, mode: str) -> Any:
+        """The pipeline serving `mode`: img2img and inpainting ones are made on first use with
+        from_pipe (the loaded modules, no second copy of the weights) and kept."""
+        if mode == "txt2img":
+            return self.pipeline
+        pipe = self._derived.get(mode)
+        if pipe is None:
+            from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
+
+            auto = AutoPipelineForInpainting if mode == "inpaint" else AutoPipelineForImage2Image
+            pipe = auto.from_pipe(self.pipeline)
+            pipe.set_progress_bar_config(disable=True)
+            self._derived[mode] = pipe
+            log.info("model %s: %s pipeline %s made from the loaded one", self.name, mode,
+                     type(pipe).__name__)
+        return pipe
 
     def warmup(self) -> None:
         """One small generation at the model's default settings (compiles the default shape)."""
