@@ -77,7 +77,8 @@ class GenerationRequest(Message):
     sampler: str | None = None
     seed: int | None = None
     num_images: int = 1
-    output_format: str = "png"
+    output_format: str = "png"  # png | webp | jpeg (jpg), checked by the worker's validator
+    quality: int | None = None  # webp/jpeg 1..100; None: the pool's spec.output.quality
     tier: str | None = None
     submitted_at: float | None = None  # unix seconds
     deadline: float | None = None  # unix seconds; later → status=expired

@@ -20,7 +20,7 @@ Sampler = Literal["euler", "euler_a", "ddim", "dpmpp_2m", "lcm"]
 SAMPLERS: tuple[str, ...] = get_args(Sampler)
 PipelineFamily = Literal["sdxl", "sd15", "sd3", "flux", "auto"]
 DType = Literal["float16", "bfloat16", "float32"]
-OutputFormat = Literal["png", "webp"]
+OutputFormat = Literal["png", "webp", "jpeg"]
 OUTPUT_FORMATS: tuple[str, ...] = get_args(OutputFormat)
 # Classifier-free guidance scale: what an ImageModel's default and a request may set.
 GUIDANCE_RANGE: tuple[float, float] = (0, 50)
@@ -429,6 +429,17 @@ class SafetySpec(KubeModel):
     blocklist: list[str] = Field(default_factory=list, max_length=1000)
 
 
+class OutputSpec(KubeModel):
+    watermark: bool = Field(
+        True, description="Embed the invisible watermark of the SDXL reference pipeline "
+        "(invisible-watermark dwtDct, fixed 48-bit message) in every image of at least "
+        "256x256 pixels; false: none.")
+    quality: int = Field(
+        90, ge=1, le=100,
+        description="Quality (1 to 100) of webp and jpeg images whose request sets none; png "
+        "is lossless and ignores it.")
+
+
 class GpuSpec(KubeModel):
     resource_name: str = Field("nvidia.com/gpu", max_length=253)
     count: int = Field(
@@ -576,6 +587,7 @@ class GenerationPoolSpec(KubeModel):
     cache: CacheSpec = CacheSpec()
     storage: StorageSpec = StorageSpec()
     safety: SafetySpec = SafetySpec()
+    output: OutputSpec = OutputSpec()
     gateway: GatewaySpec = GatewaySpec()
     job_ttl_seconds: int = Field(86400, ge=60, le=30 * 86400)
 

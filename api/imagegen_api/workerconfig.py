@@ -15,6 +15,7 @@ from .base import KubeModel
 from .specs import (
     BatchingSpec,
     ImageModelSpec,
+    OutputSpec,
     SafetySpec,
     Tier,
 )
@@ -83,6 +84,7 @@ class WorkerConfig(KubeModel):
     jobs: JobStoreSettings = JobStoreSettings()
     storage: StorageSettings = StorageSettings()
     safety: SafetySpec = SafetySpec()
+    output: OutputSpec = OutputSpec()
     heartbeat_seconds: int = 5
     job_ttl_seconds: int = 86400
 

@@ -218,8 +218,11 @@ class BatchRunner:
             "seed": seed,
             "model": request.model,
             "model_revision": runner.revision,
+            "adapters": [{"name": n, "weight": w} for n, w in request.loras] or None,
+            "request_id": work.request_id,
         }
-        return await asyncio.to_thread(encode, image, request.output_format, params)
+        return await asyncio.to_thread(encode, image, request.output_format, params,
+                                       quality=request.quality, mark=request.watermark)
 
     async def _upload(self, image: Image.Image, seed: int, enc: Encoded) -> tuple[ImageRef, int]:
         """Upload (content-addressed, so a retry rewrites the same object) until it works."""

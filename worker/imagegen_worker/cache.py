@@ -19,10 +19,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Literal
 
 import redis.asyncio as aioredis
 from imagegen_api import naming
+from imagegen_api.specs import OutputFormat
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .logs import fields
@@ -40,7 +40,7 @@ class CachedImage(BaseModel):
     seed: int = Field(ge=0)
     width: int = Field(gt=0)
     height: int = Field(gt=0)
-    format: Literal["png", "webp"]
+    format: OutputFormat
     # Where the object lives; stamped by ImageCache.put_many, compared by get_many.
     bucket: str = ""
     endpoint: str = ""

@@ -40,6 +40,10 @@ def image_key(request: ValidRequest, *, model_revision: str, seed: int, index: i
         "format": request.output_format,
         "index": index,
     }
+    if request.output_format != "png":  # lossless png ignores quality
+        params["quality"] = request.quality
+    if not request.watermark:
+        params["watermark"] = False
     if request.loras:  # only then: keys of requests without adapters stay as they were
         params["loras"] = [[name, repr(weight)] for name, weight in request.loras]
     cond = request.conditioning

@@ -66,6 +66,8 @@ class ValidRequest:
     webhook: str | None
     loras: tuple[tuple[str, float], ...] = ()  # (adapter, weight) by name, no zero weight
     warnings: tuple[str, ...] = ()  # copied into the result (a prompt served truncated)
+    quality: int = 90  # webp/jpeg quality: the request's or the pool's spec.output.quality
+    watermark: bool = True  # the pool's spec.output.watermark
     init: initimage.InitSpec | None = None  # img2img / inpainting, before fetching (intake)
     # The decoded init image and mask, set by intake (initimage.resolve) before queueing.
     conditioning: initimage.Conditioning | None = field(default=None, compare=False)
@@ -218,6 +220,10 @@ def validate(
     if fmt not in OUTPUT_FORMATS:
         return fail("invalid_field", f"unknown output_format {req.output_format!r}",
                     "output_format", "one of: " + ", ".join(OUTPUT_FORMATS), model=model_name)
+    quality = config.output.quality if req.quality is None else req.quality
+    if not 1 <= quality <= 100:
+        return fail("invalid_field", f"quality {quality} is outside 1..100", "quality",
+                    "1..100", model=model_name)
 
     if req.seed is not None and not 0 <= req.seed <= MAX_SEED:
         return fail("invalid_field", f"seed {req.seed} is outside [0, 2^63-1]", "seed",
@@ -294,6 +300,8 @@ def validate(
         seed=req.seed,
         num_images=req.num_images,
         output_format=fmt,
+        quality=quality,
+        watermark=config.output.watermark,
         tier=tier,
         submitted_at=req.submitted_at,
         deadline=req.deadline,

@@ -50,6 +50,7 @@ def worker_config(ctx: PoolContext) -> WorkerConfig:
             retention_days=spec.storage.retention_days,
         ),
         safety=spec.safety,
+        output=spec.output,
         heartbeat_seconds=spec.worker.heartbeat_seconds,
         job_ttl_seconds=spec.job_ttl_seconds,
     )

@@ -58,3 +58,10 @@ def test_unseeded_requests_are_not_cached() -> None:
 
 def test_guidance_int_and_float_agree() -> None:
     assert key(dataclasses.replace(BASE, guidance=5)) == key()
+
+
+def test_quality_changes_lossy_keys_only_and_watermark_off_changes_the_key() -> None:
+    webp = dataclasses.replace(BASE, output_format="webp")
+    assert key(dataclasses.replace(webp, quality=50)) != key(webp)
+    assert key(dataclasses.replace(BASE, quality=50)) == key()  # png is lossless
+    assert key(dataclasses.replace(BASE, watermark=False)) != key()

@@ -55,6 +55,10 @@ REJECTIONS: list[tuple[str, dict[str, Any], str, str, str | None, str]] = [
      "euler, euler_a"),
     ("bad output format", req(output_format="gif"), "rejected", "invalid_field",
      "output_format", "png, webp"),
+    ("quality above range", req(output_format="jpeg", quality=101), "rejected", "invalid_field",
+     "quality", "1..100"),
+    ("quality below range", req(output_format="webp", quality=0), "rejected", "invalid_field",
+     "quality", "1..100"),
     ("guidance above range", req(guidance=51), "rejected", "invalid_field", "guidance",
      "0..50"),
     ("guidance below range", req(guidance=-0.5), "rejected", "invalid_field", "guidance",
@@ -237,3 +241,17 @@ def test_rejection_messages_are_bounded(config: Any) -> None:
     out = run(config, req(model="m" * 100_000))
     assert isinstance(out, Rejection) and out.error.code == "unknown_model"
     assert len(out.error.message) <= validate.MAX_ERROR_MESSAGE
+
+
+def test_output_format_quality_and_watermark_resolve(config_factory: Any) -> None:
+    from imagegen_api.specs import OutputSpec
+
+    out = run(config_factory(), req(output_format="JPG"))
+    assert isinstance(out, ValidRequest)
+    assert (out.output_format, out.quality, out.watermark) == ("jpeg", 90, True)
+    cfg = config_factory(output=OutputSpec(watermark=False, quality=70))
+    out = run(cfg, req(output_format="webp"))
+    assert isinstance(out, ValidRequest)
+    assert (out.quality, out.watermark) == (70, False)
+    out = run(cfg, req(output_format="webp", quality=100))
+    assert isinstance(out, ValidRequest) and out.quality == 100
