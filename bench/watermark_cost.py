@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from functools import partial
 
 import numpy as np
 from imagegen_worker import encode
@@ -46,10 +47,10 @@ def main() -> None:
     for size in (512, 1024):
         img = picture(size)
         for fmt in ("png", "webp", "jpeg"):
-            plain = median_ms(lambda: encode.encode(img, fmt, PARAMS, mark=False, embed=False),
-                              args.repeat)
-            meta = median_ms(lambda: encode.encode(img, fmt, PARAMS, mark=False), args.repeat)
-            full = median_ms(lambda: encode.encode(img, fmt, PARAMS), args.repeat)
+            run = partial(encode.encode, img, fmt, PARAMS)
+            plain = median_ms(partial(run, mark=False, embed=False), args.repeat)
+            meta = median_ms(partial(run, mark=False), args.repeat)
+            full = median_ms(run, args.repeat)
             print(f"{size}x{size:<4} {fmt:>4} {plain:9.1f} {meta:9.1f} {full:12.1f} "
                   f"{full - plain:9.1f}")
 
