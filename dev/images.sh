@@ -99,7 +99,10 @@ PY
 wheelhouse() {
   local extra="$1" reqs stamp
   mkdir -p "$WHEELS"
-  reqs="$(requirements "$extra")"
+  # Plus what the Dockerfile pins itself with `pip install --no-deps pkg==version` (the worker
+  # swaps opencv-python for opencv-python-headless of the same version).
+  reqs="$(requirements "$extra"; grep -oE -- '--no-deps [A-Za-z0-9_.-]+==[A-Za-z0-9_.]+' \
+    "Dockerfile.$extra" | awk '{print $2}' || true)"
   stamp="$WHEELS/.done-$extra-$(printf '%s\n' "$reqs" | sha256sum | cut -c1-16)"
   [[ -f "$stamp" ]] && return
   log "downloading the $extra wheels into $WHEELS (once; pip's cache applies)"
