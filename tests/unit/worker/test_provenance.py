@@ -54,6 +54,14 @@ def test_watermark_decodes_back_from_png(size: int, seed: int, least: int) -> No
     assert encode.read_parameters(enc.data)["watermark"] == MARK
 
 
+def test_watermark_is_invisible() -> None:
+    original = picture(512, 4)
+    marked = np.asarray(watermark.apply(original), dtype=np.int16)
+    diff = np.abs(marked - np.asarray(original, dtype=np.int16))
+    # measured: mean ~1.1, 99th percentile 11-12 levels of 255
+    assert diff.mean() < 2.0 and np.percentile(diff, 99) <= 16
+
+
 def test_pool_can_turn_the_watermark_off() -> None:
     original = picture(512, 5)
     enc = encode.encode(original, "png", PARAMS, mark=False)
