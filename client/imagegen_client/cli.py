@@ -4,11 +4,15 @@ plain `pip install imagegen-operator`).
     imagegen submit --pool tiny [-n NS] [--tier fast] [--seed N] [--size 64x64] [--steps 4]
                     [--count 24] [--out DIR] "prompt" ["prompt" ...]
     imagegen status --pool tiny [-n NS] REQUEST_ID
+    imagegen submit --gateway URL --api-key sk-... [same options] "prompt" ...
+    imagegen status --gateway URL --api-key sk-... REQUEST_ID
 
 `submit` sends --count requests (the prompts, and comma-separated --tier values, taken in turn;
 with --seed N request i gets seed N+i, so running the same command again is answered from the
 cache), shows a progress bar on stderr, prints one row per request and downloads the images into
 --out. Endpoints come from flags or IMAGEGEN_KAFKA_BOOTSTRAP / IMAGEGEN_REDIS_URL.
+With --gateway (or IMAGEGEN_GATEWAY_URL, key IMAGEGEN_API_KEY) requests go through an
+imagegen-gateway: POST /v1/generations, then GET /v1/generations/{id} until terminal.
 Exit code: 0 when every request succeeded, 1 otherwise.
 """
 
@@ -29,6 +33,7 @@ from imagegen_api.messages import LORA_WEIGHT_RANGE, GenerationRequest, Generati
 from imagegen_api.specs import GUIDANCE_RANGE, OUTPUT_FORMATS, SAMPLERS
 
 from .client import ImagegenClient, new_request_id, read_status
+from .gateway import GatewayClient, GatewayError, error_message
 
 BAR_WIDTH = 30
 
@@ -40,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     s = sub.add_parser("submit", help="generate images and wait for them")
     s.add_argument("prompts", nargs="+", metavar="PROMPT")
-    s.add_argument("--pool", required=True)
+    s.add_argument("--pool", default=None, help="required without --gateway")
     s.add_argument("-n", "--namespace", default=os.environ.get("IMAGEGEN_NAMESPACE", "default"))
     s.add_argument("--tier", default="fast", help="tier, or comma-separated tiers taken in turn")
     s.add_argument("--model", default=None, help="ImageModel name (default: the pool's first)")
@@ -62,16 +67,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     s.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for results")
     s.add_argument("--json", action="store_true", help="print results as JSON lines")
     _endpoints(s)
+    _gateway(s)
 
     st = sub.add_parser("status", help="show the job record of a request")
     st.add_argument("request_id")
-    st.add_argument("--pool", required=True, help="records are per pool")
+    st.add_argument("--pool", default=None, help="records are per pool (not with --gateway)")
     st.add_argument("-n", "--namespace", default=os.environ.get("IMAGEGEN_NAMESPACE", "default"))
     st.add_argument("--redis", default=os.environ.get(naming.ENV_REDIS_URL))
     st.add_argument("--jobs-redis", default=os.environ.get(naming.ENV_JOBS_REDIS_URL),
                     help="the job records' own Redis, when the pool has one")
+    _gateway(st)
 
     ns = parser.parse_args(argv)
+    if not ns.gateway and not ns.pool:
+        parser.error("--pool is required (or --gateway URL)")
     if ns.command == "status":
         return asyncio.run(_status(ns))
     return asyncio.run(_submit(ns))
@@ -106,6 +115,13 @@ def _guidance(text: str) -> float:
     if not lo <= value <= hi:
         raise argparse.ArgumentTypeError(f"guidance {text} is outside [{lo:g}, {hi:g}]")
     return value
+
+
+def _gateway(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--gateway", default=os.environ.get("IMAGEGEN_GATEWAY_URL"),
+                   help="an imagegen-gateway URL: go through it instead of Kafka/Redis")
+    p.add_argument("--api-key", default=os.environ.get("IMAGEGEN_API_KEY"),
+                   help="the gateway key (env IMAGEGEN_API_KEY)")
 
 
 def _endpoints(p: argparse.ArgumentParser) -> None:
@@ -197,6 +213,8 @@ def table(requests: Sequence[GenerationRequest], results: dict[str, GenerationRe
 
 
 async def _submit(ns: argparse.Namespace) -> int:
+    if ns.gateway:
+        return await _submit_gateway(ns)
     requests = build_requests(ns)
     bar = ProgressBar(len(requests))
     async with ImagegenClient(ns.bootstrap, ns.namespace, ns.pool,
@@ -218,7 +236,49 @@ async def _submit(ns: argparse.Namespace) -> int:
     return 0 if good else 1
 
 
+def _report(ns: argparse.Namespace, requests: Sequence[GenerationRequest], ids: list[str],
+            results: dict[str, GenerationResult]) -> None:
+    if ns.json:
+        for rid in ids:
+            if rid in results:
+                print(results[rid].model_dump_json(exclude_none=True))
+    else:
+        print(table(requests, results))
+
+
+async def _submit_gateway(ns: argparse.Namespace) -> int:
+    requests = build_requests(ns)
+    bar = ProgressBar(len(requests))
+    try:
+        async with GatewayClient(ns.gateway, ns.api_key) as client:
+            ids = await client.submit(requests)
+            results = await client.wait(ids, within=ns.timeout, progress=bar.update)
+    except GatewayError as err:
+        print(f"imagegen submit: {err}", file=sys.stderr)
+        return 2
+    bar.finish(results)
+    _report(ns, requests, ids, results)
+    if ns.out is not None:
+        ok = [results[rid] for rid in ids if rid in results and results[rid].images]
+        paths = await ImagegenClient.download(ok, ns.out)
+        print(f"downloaded {len(paths)} images into {ns.out}", file=sys.stderr)
+    good = all(rid in results and results[rid].status == "succeeded" for rid in ids)
+    return 0 if good else 1
+
+
+async def _status_gateway(ns: argparse.Namespace) -> int:
+    async with GatewayClient(ns.gateway, ns.api_key) as client:
+        status, payload = await client.view(ns.request_id)
+    if status != 200:
+        print(f"imagegen status: {error_message(status, payload)}", file=sys.stderr)
+        return 1
+    print(json.dumps(payload, indent=2))
+    return 0
+
+
 async def _status(ns: argparse.Namespace) -> int:
+    if ns.gateway:
+        return await _status_gateway(ns)
     if not ns.redis and not ns.jobs_redis:
         print(f"imagegen status: set --redis or {naming.ENV_REDIS_URL}", file=sys.stderr)
         return 2
