@@ -88,4 +88,10 @@ def place_pool_on_real_nodes(pool: dict[str, Any]) -> dict[str, Any]:
     spec.setdefault("cold", {}).update(
         nodeSelector={REAL_NODE: "true", "imagegen.dev/capacity-type": "spot"},
         tolerations=[REAL_TOLERATION, SPOT_TOLERATION])
+    gateway = spec.get("gateway")
+    if gateway and gateway.get("enabled"):
+        # The gateway image, on the on-demand real node (no GPU needed; no CPU-only real node).
+        gateway.update(image=image_ref("gateway"),
+                       nodeSelector={REAL_NODE: "true", "imagegen.dev/capacity-type": "on-demand"},
+                       tolerations=[REAL_TOLERATION])
     return pool

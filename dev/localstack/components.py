@@ -299,6 +299,10 @@ def _redis(lay: Layout) -> list[str]:
         "--bind",
         "127.0.0.1",
         lay.host_ip,  # pods on the real nodes
+        # Without a password Redis refuses every non-loopback client in protected mode: pods on
+        # the real nodes reach it at the host's address (it listens only there and on loopback).
+        "--protected-mode",
+        "no",
         "--save",
         "",
         "--appendonly",

@@ -175,3 +175,115 @@ async def test_a_read_write_once_cache_claim_across_nodes_is_reported(
     cond = wait_for(degraded, 60, "Degraded/CacheClaimPlacement on the pool")
     assert isinstance(cond, dict) and cond["status"] == "True"
     assert "'once' is ReadWriteOnce" in cond["message"] and "Multi-Attach" in cond["message"]
+
+
+GATEWAY_KEY = "sk-e2e-real-pods-0123456789"
+
+
+def _http(method: str, url: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(url, method=method,
+                                 data=json.dumps(body).encode() if body is not None else None)
+    req.add_header("Authorization", f"Bearer {GATEWAY_KEY}")
+    if body is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"null")
+
+
+def test_gateway_pods_serve_openai_and_lose_nothing_on_restart(
+        kubectl: Kubectl, stack: StackEnv, worker_ns: str, worker_image: str) -> None:
+    """The operator runs the pool's gateway from the built gateway image on a real node; the
+    `openai` package generates through it; 50 async requests survive the gateway pod being
+    deleted while they are in flight (each answered, and retrievable from the new pod)."""
+    import base64
+    import io
+    import time
+
+    import openai
+    from PIL import Image
+
+    ns, pool = worker_ns, unique("gw")
+    kubectl("create", "secret", "generic", "keys", "-n", ns, "--from-literal=keys.json="
+            + json.dumps({"keys": [{"name": "e2e", "key": GATEWAY_KEY, "burst": 1000,
+                                    "ratePerSecond": 500}]}))
+    env = realpods.pod_env()
+    manifest = pool_manifest(pool, "tiny-sdxl", warm_min=1, warm_max=1, cold_max=0,
+                             partitions=2)
+    spec = manifest["spec"]
+    spec["resources"] = {"cpu": "500m", "memory": "3Gi"}
+    spec["queue"]["bootstrapServers"] = env["IMAGEGEN_KAFKA_BOOTSTRAP"]
+    spec["cache"] = {"redisUrl": env["IMAGEGEN_REDIS_URL"]}
+    spec["storage"] = {"endpoint": env["IMAGEGEN_S3_ENDPOINT"], "credentialsSecret": "imagegen-s3"}
+    spec["gateway"] = {"enabled": True, "replicas": 1, "auth": {"secretName": "keys"},
+                       "resources": {"cpu": "100m", "memory": "256Mi"}}
+    realpods.place_pool_on_real_nodes(manifest)
+    kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(manifest))
+
+    def gateway_pod() -> dict[str, Any] | None:
+        out = kubectl("get", "pods", "-n", ns, "-l",
+                      f"{naming.LABEL_POOL}={pool},{naming.LABEL_COMPONENT}=gateway",
+                      "-o", "json").stdout
+        ready = [p for p in json.loads(out)["items"] if _running_ready(p)
+                 and not p["metadata"].get("deletionTimestamp")]
+        return ready[0] if ready else None
+
+    def pool_ready() -> dict[str, Any] | None:
+        st = json.loads(kubectl("get", "gp", pool, "-n", ns, "-o", "json").stdout).get(
+            "status", {})
+        gw = st.get("gateway", {})
+        return st if gw.get("ready") == 1 and st.get("warm", {}).get("ready") == 1 else None
+
+    status = wait_for(pool_ready, 300, "the warm worker and the gateway pod to be ready")
+    assert isinstance(status, dict)
+    assert status["gateway"]["url"] == f"http://{pool}-gateway.{ns}.svc:{naming.GATEWAY_HTTP_PORT}"
+    pod = wait_for(gateway_pod, 60, "a ready gateway pod")
+    assert isinstance(pod, dict)
+    assert pod["spec"]["nodeName"] == ON_DEMAND
+    assert pod["spec"]["containers"][0]["image"] == realpods.image_ref("gateway")
+    # No kube-proxy on the dev stack: the host reaches the pod network directly.
+    url = f"http://{pod['status']['podIP']}:{naming.GATEWAY_HTTP_PORT}"
+
+    client = openai.OpenAI(base_url=url + "/v1", api_key=GATEWAY_KEY, max_retries=0,
+                           timeout=180)
+    try:
+        img = client.images.generate(model="tiny-sdxl", prompt=f"real pods {pool}", n=2,
+                                     size="64x64", response_format="b64_json",
+                                     extra_body={"steps": 4, "seed": 7})
+    except openai.APIError as err:
+        logs = kubectl("logs", "-n", ns, pod["metadata"]["name"], check=False)
+        raise AssertionError(f"{err}\n--- gateway log ---\n{logs.stdout[-3000:]}") from err
+    assert len(img.data) == 2
+    for item in img.data:
+        assert item.b64_json is not None
+        assert Image.open(io.BytesIO(base64.b64decode(item.b64_json))).size == (64, 64)
+
+    ids = []
+    for i in range(50):
+        code, body = _http("POST", url + "/v1/generations",
+                           {"model": "tiny-sdxl", "prompt": f"in flight {i} {pool}",
+                            "size": "64x64", "steps": 8, "seed": i, "tier": "fast"})
+        assert code == 202, body
+        ids.append(body["id"])
+    # The gateway pod goes away while the 50 are queued or running.
+    kubectl("delete", "pod", "-n", ns, pod["metadata"]["name"], "--wait=false")
+    new = wait_for(lambda: (p := gateway_pod()) and p["metadata"]["name"] !=
+                   pod["metadata"]["name"] and p, 180, "the replacement gateway pod")
+    assert isinstance(new, dict)
+    url = f"http://{new['status']['podIP']}:{naming.GATEWAY_HTTP_PORT}"
+    deadline = time.monotonic() + 300
+    states: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        for rid in ids:
+            if states.get(rid) != "succeeded":
+                code, body = _http("GET", f"{url}/v1/generations/{rid}")
+                states[rid] = body.get("state", f"http {code}") if code == 200 else f"{code}"
+        if all(s == "succeeded" for s in states.values()):
+            break
+        time.sleep(2)
+    assert [s for s in states.values() if s != "succeeded"] == [], states
