@@ -250,8 +250,8 @@ imageServiceEndpoint: unix://{socket_path(lay, node)}
 localStorageCapacityIsolation: true
 evictionHard: {{memory.available: "200Mi", nodefs.available: "2%", imagefs.available: "2%",
   nodefs.inodesFree: "2%"}}
-imageGCHighThresholdPercent: 99
-imageGCLowThresholdPercent: 98
+imageGCHighThresholdPercent: 85
+imageGCLowThresholdPercent: 80
 makeIPTablesUtilChains: false
 protectKernelDefaults: false
 serializeImagePulls: false
