@@ -48,6 +48,9 @@ class ColourRunner:
         self.tokenised_on.add(threading.get_ident())
         return len(prompt.split())
 
+    def prompt_window(self) -> int:
+        return 77  # a CLIP text encoder's window, as the SDXL runner's
+
     def generate(self, jobs: list[Any]) -> list[Any]:
         from PIL import Image
 
