@@ -16,6 +16,16 @@ log() { printf '[build %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 # done_marker DIR: a component is cached when its directory holds .complete
 cached() { [[ -f "$1/.complete" ]]; }
 
+# Version stamps of the Kubernetes binaries (`kubectl version`, the node's kubelet version).
+k8s_ldflags() {
+  local minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
+  local ld="-s -w" p
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ld+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean -X $p.buildDate=2025-01-01T00:00:00Z"
+  done
+  echo "$ld"
+}
+
 build_k8s() {
   local out="$CACHE/kubernetes-$K8S_VERSION"
   cached "$out" && return 0
@@ -40,12 +50,7 @@ build_k8s() {
     echo ")"
   } >"$src/go.mod"
   log "kubernetes: compiling kube-apiserver, kube-controller-manager, kube-scheduler, kubectl"
-  local pkgv="k8s.io/component-base/version" cgv="k8s.io/client-go/pkg/version"
-  local minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
-  local ld="-s -w"
-  for p in $pkgv $cgv; do
-    ld+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean -X $p.buildDate=2025-01-01T00:00:00Z"
-  done
+  local ld; ld="$(k8s_ldflags)"
   (cd "$src" && go build -trimpath -ldflags "$ld" -o "$out/bin/" \
      k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
      k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl)
@@ -62,12 +67,7 @@ build_kubelet() {
   local src="$CACHE/src/k8s-wrapper-$K8S_VERSION"
   mkdir -p "$out/bin"
   log "kubelet $K8S_VERSION and pause"
-  local pkgv="k8s.io/component-base/version" cgv="k8s.io/client-go/pkg/version"
-  local minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
-  local ld="-s -w"
-  for p in $pkgv $cgv; do
-    ld+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean -X $p.buildDate=2025-01-01T00:00:00Z"
-  done
+  local ld; ld="$(k8s_ldflags)"
   (cd "$src" && go build -trimpath -ldflags "$ld" -o "$out/bin/" k8s.io/kubernetes/cmd/kubelet)
   local moddir
   moddir="$(cd "$src" && go list -m -f '{{.Dir}}' k8s.io/kubernetes)"
@@ -112,40 +112,30 @@ build_kwok() {
   touch "$out/.complete"
 }
 
-build_helm() {
-  local out="$CACHE/helm-$HELM_VERSION"
+# A Go command installed from the module proxy into $CACHE/<name>-<version>/bin.
+# go_install NAME VERSION PACKAGE [LABEL]
+go_install() {
+  local name="$1" version="$2" pkg="$3" out="$CACHE/$1-$2"
   cached "$out" && return 0
-  log "helm $HELM_VERSION"
+  log "${4:-$name} $version"
   mkdir -p "$out/bin"
-  GOBIN="$out/bin" GOFLAGS="-buildvcs=false" go install -trimpath -ldflags "-s -w" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+  GOBIN="$out/bin" GOFLAGS="-buildvcs=false" go install -trimpath -ldflags "-s -w" "$pkg@$version"
   touch "$out/.complete"
 }
 
-build_minio() {
-  local out="$CACHE/minio-$MINIO_VERSION"
-  cached "$out" && return 0
-  log "minio $MINIO_VERSION"
-  mkdir -p "$out/bin"
-  GOBIN="$out/bin" GOFLAGS="-buildvcs=false" go install -trimpath -ldflags "-s -w" "github.com/minio/minio@$MINIO_VERSION"
-  touch "$out/.complete"
-}
+build_helm() { go_install helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm; }
+
+build_minio() { go_install minio "$MINIO_VERSION" github.com/minio/minio; }
 
 build_promtool() {
-  local out="$CACHE/promtool-$PROMETHEUS_VERSION"
-  cached "$out" && return 0
-  log "promtool $PROMETHEUS_VERSION (Prometheus $(sed -E 's/^v0\.([0-9])([0-9]{2})\./v\1.\2./' <<<"$PROMETHEUS_VERSION"))"
-  mkdir -p "$out/bin"
-  GOBIN="$out/bin" GOFLAGS="-buildvcs=false" go install -trimpath -ldflags "-s -w" "github.com/prometheus/prometheus/cmd/promtool@$PROMETHEUS_VERSION"
-  touch "$out/.complete"
+  go_install promtool "$PROMETHEUS_VERSION" github.com/prometheus/prometheus/cmd/promtool \
+    "promtool (Prometheus $(sed -E 's/^v0\.([0-9])([0-9]{2})\./v\1.\2./' <<<"$PROMETHEUS_VERSION"))"
 }
 
+# The image registry the real nodes pull from.
 build_registry() {
-  local out="$CACHE/registry-$REGISTRY_VERSION"
-  cached "$out" && return 0
-  log "registry (distribution) $REGISTRY_VERSION"
-  mkdir -p "$out/bin"
-  GOBIN="$out/bin" GOFLAGS="-buildvcs=false" go install -trimpath -ldflags "-s -w" "github.com/distribution/distribution/v3/cmd/registry@$REGISTRY_VERSION"
-  touch "$out/.complete"
+  go_install registry "$REGISTRY_VERSION" github.com/distribution/distribution/v3/cmd/registry \
+    "registry (distribution)"
 }
 
 build_kafka() {

@@ -16,6 +16,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from localstack.layout import layout  # dev/ is on sys.path: this module is imported from it
+
 DEV = Path(__file__).resolve().parent
 REAL_NODE = "imagegen.dev/real-node"
 REAL_TOLERATION = {"key": REAL_NODE, "operator": "Exists", "effect": "NoSchedule"}
@@ -29,24 +31,15 @@ def image_ref(name: str) -> str:
     if proc.returncode != 0 or not proc.stdout.strip():
         raise RuntimeError(f"the {name} image of these sources is not built: run `make images` "
                            "(dev/images.sh build), then `dev/stack push-images`")
-    return f"{pod_env_layout().registry}/{proc.stdout.strip().removeprefix('localhost/')}"
+    return f"{layout().registry}/{proc.stdout.strip().removeprefix('localhost/')}"
 
 
 def push_images() -> None:
     subprocess.run([str(DEV / "stack"), "push-images"], check=True)
 
 
-def pod_env_layout() -> Any:
-    import sys
-
-    sys.path.insert(0, str(DEV))
-    from localstack.layout import layout
-
-    return layout()
-
-
 def pod_env() -> dict[str, str]:
-    return dict(pod_env_layout().pod_env())
+    return layout().pod_env()
 
 
 def operator_helm_args() -> list[str]:

@@ -221,29 +221,26 @@ async def _submit(ns: argparse.Namespace) -> int:
                               redis_url=ns.redis) as client:
         ids = await client.submit(requests)
         results = await client.wait(ids, within=ns.timeout, progress=bar.update)
-        bar.finish(results)
-        if ns.json:
-            for rid in ids:
-                if rid in results:
-                    print(results[rid].model_dump_json(exclude_none=True))
-        else:
-            print(table(requests, results))
-        if ns.out is not None:
-            ok = [results[rid] for rid in ids if rid in results and results[rid].images]
-            paths = await client.download(ok, ns.out)
-            print(f"downloaded {len(paths)} images into {ns.out}", file=sys.stderr)
-    good = all(rid in results and results[rid].status == "succeeded" for rid in ids)
-    return 0 if good else 1
+    bar.finish(results)
+    return await _report(ns, requests, ids, results)
 
 
-def _report(ns: argparse.Namespace, requests: Sequence[GenerationRequest], ids: list[str],
-            results: dict[str, GenerationResult]) -> None:
+async def _report(ns: argparse.Namespace, requests: Sequence[GenerationRequest], ids: list[str],
+                  results: dict[str, GenerationResult]) -> int:
+    """Print the results (table or JSON lines), download the images if asked; the exit code:
+    0 when every request succeeded."""
     if ns.json:
         for rid in ids:
             if rid in results:
                 print(results[rid].model_dump_json(exclude_none=True))
     else:
         print(table(requests, results))
+    if ns.out is not None:
+        ok = [results[rid] for rid in ids if rid in results and results[rid].images]
+        paths = await ImagegenClient.download(ok, ns.out)
+        print(f"downloaded {len(paths)} images into {ns.out}", file=sys.stderr)
+    good = all(rid in results and results[rid].status == "succeeded" for rid in ids)
+    return 0 if good else 1
 
 
 async def _submit_gateway(ns: argparse.Namespace) -> int:
@@ -257,13 +254,7 @@ async def _submit_gateway(ns: argparse.Namespace) -> int:
         print(f"imagegen submit: {err}", file=sys.stderr)
         return 2
     bar.finish(results)
-    _report(ns, requests, ids, results)
-    if ns.out is not None:
-        ok = [results[rid] for rid in ids if rid in results and results[rid].images]
-        paths = await ImagegenClient.download(ok, ns.out)
-        print(f"downloaded {len(paths)} images into {ns.out}", file=sys.stderr)
-    good = all(rid in results and results[rid].status == "succeeded" for rid in ids)
-    return 0 if good else 1
+    return await _report(ns, requests, ids, results)
 
 
 async def _status_gateway(ns: argparse.Namespace) -> int:

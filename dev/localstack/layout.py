@@ -59,10 +59,6 @@ class Layout:
         return self.component_dir("kubelet", "K8S_VERSION") / "bin" / "kubelet"
 
     @property
-    def pause_bin(self) -> Path:
-        return self.component_dir("kubelet", "K8S_VERSION") / "bin" / "pause"
-
-    @property
     def registry_bin(self) -> Path:
         return self.component_dir("registry", "REGISTRY_VERSION") / "bin" / "registry"
 

@@ -254,16 +254,14 @@ def no_installed_operators(stack: StackEnv, kubectl: Kubectl) -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def operator(stack: StackEnv, crds: None, kubectl: Kubectl) -> Iterator[OperatorProcess]:
-    """The operator under test, alone: an operator a `make demo` left installed (cluster-wide)
-    is scaled to zero for the session and restored afterwards, so two operators never act on
-    the same pools."""
-    paused = pause_installed_operators(kubectl)
+def operator(stack: StackEnv, crds: None) -> Iterator[OperatorProcess]:
+    """The operator under test, alone: `no_installed_operators` (autouse) has scaled an operator
+    a `make demo` left installed to zero for the session, so two operators never act on the
+    same pools."""
     op = OperatorProcess(stack)
     op.start()
     yield op
     op.stop()
-    resume_installed_operators(kubectl, paused)
 
 
 Paused = list[tuple[str, str, int]]

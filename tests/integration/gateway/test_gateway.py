@@ -78,22 +78,27 @@ async def served(stack: Any, tmp_path_factory: pytest.TempPathFactory
         await pool.spawn()
         gw = await asyncio.to_thread(start_gateway, stack, pool, tmp)
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                if gw.proc.poll() is not None:
-                    pytest.fail(f"gateway exited {gw.proc.returncode}:\n{gw.tail()}")
-                try:
-                    status, _, _ = await asyncio.to_thread(gw.call, "GET", "/readyz")
-                    if status == 200:
-                        break
-                except OSError:
-                    pass
-                if time.monotonic() > deadline:
-                    pytest.fail(f"gateway not ready:\n{gw.tail()}")
-                await asyncio.sleep(0.3)
+            await wait_ready(gw)
             yield pool, gw
         finally:
             await asyncio.to_thread(stop_gateway, gw)
+
+
+async def wait_ready(gw: Gateway) -> None:
+    """Until /readyz answers 200; fails with the gateway's log if it exits or takes 60 s."""
+    deadline = time.monotonic() + 60
+    while True:
+        if gw.proc.poll() is not None:
+            pytest.fail(f"gateway exited {gw.proc.returncode}:\n{gw.tail()}")
+        try:
+            status, _, _ = await asyncio.to_thread(gw.call, "GET", "/readyz")
+            if status == 200:
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"gateway not ready:\n{gw.tail()}")
+        await asyncio.sleep(0.3)
 
 
 def start_gateway(stack: Any, pool: Pool, tmp: Path, *,

@@ -30,6 +30,7 @@ from tests.integration.gateway.test_gateway import (
     produced,
     start_gateway,
     stop_gateway,
+    wait_ready,
 )
 from tests.integration.worker.harness import RUN, Pool, free_port, pool_of
 
@@ -39,22 +40,6 @@ HOOK_KEY = "sk-test-webhooks-0123456789"
 HOOK_SECRET = "whsec-test-0123456789abcdef"
 HOOK_KEYS = ({"name": "hooks", "key": HOOK_KEY, "burst": 1000, "ratePerSecond": 100,
               "webhookSecret": HOOK_SECRET},)
-
-
-async def ready(gw: Gateway) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        if gw.proc.poll() is not None:
-            pytest.fail(f"gateway exited {gw.proc.returncode}:\n{gw.tail()}")
-        try:
-            status, _, _ = await asyncio.to_thread(gw.call, "GET", "/readyz")
-            if status == 200:
-                return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            pytest.fail(f"gateway not ready:\n{gw.tail()}")
-        await asyncio.sleep(0.3)
 
 
 @dataclass
@@ -83,7 +68,7 @@ async def hooked(stack: Any, tmp_path_factory: pytest.TempPathFactory
             extra_settings={"webhook_allowed_hosts": ["127.0.0.1/32"],
                             "webhook_max_attempts": 4, "webhook_backoff_seconds": 0.5})
         try:
-            await ready(gw)
+            await wait_ready(gw)
             yield pool, gw
         finally:
             await asyncio.to_thread(stop_gateway, gw)
@@ -185,7 +170,7 @@ async def idle(stack: Any, tmp_path_factory: pytest.TempPathFactory
             start_gateway, stack, pool, tmp,
             extra_settings={"max_queue_seconds": 10, "backlog_refresh_seconds": 0.5})
         try:
-            await ready(gw)
+            await wait_ready(gw)
             yield pool, gw
         finally:
             await asyncio.to_thread(stop_gateway, gw)
