@@ -56,6 +56,7 @@ class Crew:
     kills: int = 0
     initial: int = 0  # the size it started at (figures)
     drain_exits: list[int | None] = field(default_factory=list)
+    unclean: list[tuple[str, int | None, str]] = field(default_factory=list)  # name, code, tail
     _task: asyncio.Task[None] | None = None
     _reaping: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -102,7 +103,10 @@ class Crew:
 
     async def _reap(self, leaving: list[Worker]) -> None:
         for worker in leaving:
-            self.drain_exits.append(await asyncio.to_thread(_wait, worker, 60))
+            code = await asyncio.to_thread(_wait, worker, 60)
+            self.drain_exits.append(code)
+            if code != 0:
+                self.unclean.append((worker.name, code, worker.tail(12)))
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -251,9 +255,11 @@ class Run:
     def explain(self) -> str:
         """What a failing assertion prints: the figures and the first offenders."""
         restarts = "\n".join(f"  {n} exited {c}:\n{t}" for n, c, t in self.crew.restarts[:3])
+        unclean = "\n".join(f"  {n} drained with exit {c}:\n{t}"
+                            for n, c, t in self.crew.unclean[:3])
         return (f"{json.dumps(asdict(self.figures), indent=1)}\nlost: {sorted(self.lost_ids)[:5]}"
                 f"\ndivergent: {list(self.audit.divergent(set(self.load.sent)).items())[:3]}"
-                f"\nrestarts:\n{restarts}")
+                f"\nrestarts:\n{restarts}\nunclean drains:\n{unclean}")
 
 
 Fault = Callable[[], Awaitable[None]]

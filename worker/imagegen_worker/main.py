@@ -15,6 +15,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import sys
 import time
 import urllib.error
@@ -52,7 +53,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run()
 
 
+def stop_cleanly_while_starting() -> None:
+    """Until `WorkerApp.run` installs its own handlers, SIGTERM/SIGINT exit 0 at once.
+
+    Importing torch and diffusers takes seconds (tens on a busy node); a pod deleted in that
+    window (a scale-down right after a scale-up) holds nothing yet — no partitions, no heartbeat,
+    no job — so it stops like a drained worker instead of dying of the signal (exit 143)."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _exit_before_start)
+
+
+def _exit_before_start(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def run() -> int:
+    stop_cleanly_while_starting()
     try:
         settings = Settings.from_env()
     except ValueError as exc:
