@@ -198,6 +198,9 @@ WORKER_CONFIG_FILE = "worker.json"
 WORKER_CONFIG_DIR = "/etc/imagegen"
 WORKER_HTTP_PORT = 8080
 MODEL_CACHE_DIR = "/models"
+# Where workers find the contentCredentials Secret (tls.crt, tls.key).
+CONTENT_CREDENTIALS_DIR = "/etc/imagegen-content-credentials"
+ENV_CONTENT_CREDENTIALS_DIR = "IMAGEGEN_CONTENT_CREDENTIALS_DIR"
 
 ENV_WORKER_CONFIG = "IMAGEGEN_WORKER_CONFIG"  # path to the rendered worker.json
 ENV_HTTP_PORT = "IMAGEGEN_HTTP_PORT"

@@ -429,6 +429,15 @@ class SafetySpec(KubeModel):
     blocklist: list[str] = Field(default_factory=list, max_length=1000)
 
 
+class ContentCredentialsSpec(KubeModel):
+    secret_name: str = Field(
+        pattern=DNS_LABEL, max_length=253,
+        description="Secret (type kubernetes.io/tls, as cert-manager issues) in the pool's "
+        "namespace: tls.crt the certificate chain in PEM, signing certificate first; tls.key its "
+        "private key (EC P-256/P-384/P-521, Ed25519 or RSA). Every image gets a C2PA manifest "
+        "signed with it.")
+
+
 class OutputSpec(KubeModel):
     watermark: bool = Field(
         True, description="Embed the invisible watermark of the SDXL reference pipeline "
@@ -438,6 +447,10 @@ class OutputSpec(KubeModel):
         90, ge=1, le=100,
         description="Quality (1 to 100) of webp and jpeg images whose request sets none; png "
         "is lossless and ignores it.")
+    content_credentials: ContentCredentialsSpec | None = Field(
+        None, description="Content Credentials: embed a C2PA manifest (created by a trained "
+        "model, with the generation parameters) signed with this Secret's key in every image. "
+        "Unset: none.")
 
 
 class GpuSpec(KubeModel):

@@ -31,6 +31,7 @@ from imagegen_api.workerconfig import WorkerConfig
 
 from . import heartbeat, lifecycle, results, wiring
 from .consumer import LEAVE_TIMEOUT_S, Consumer
+from .content_credentials import ContentCredentials
 from .dispatch import Dispatcher
 from .faults import Faults
 from .logs import fields
@@ -63,6 +64,7 @@ class WorkerApp:
         self.state: WorkerState = "starting"
         self.started_at = time.time()
         self.runners: dict[str, Runner] = {}
+        self.credentials: ContentCredentials | None = None  # output.contentCredentials
         self.scheduler = wiring.build_scheduler(config)
         self.abandoned_threads = False  # a model load was still running at exit
         self.exit = asyncio.Event()  # SIGTERM/SIGINT: drain, then exit
@@ -193,6 +195,12 @@ class WorkerApp:
         return None
 
     async def _load_models(self) -> bool:
+        if self.config.output.content_credentials is not None:
+            # A key that cannot sign stops the worker here, before it takes any partition.
+            self.credentials = await asyncio.to_thread(
+                ContentCredentials.load, self.settings.content_credentials_dir)
+            log.info("content credentials loaded", extra=fields(
+                algorithm=self.credentials.algorithm, subject=self.credentials.subject))
         for entry in self.config.models:
             t0 = time.perf_counter()
             runner = await asyncio.to_thread(self.loader, entry.name, entry.spec)
@@ -248,7 +256,7 @@ class WorkerApp:
             redis_cache=self.redis_cache, publisher=self.publisher, store=store,
             ack=consumer.ack, requeue=self._requeue, health=self.health, metrics=self.metrics,
             stats=self.stats, faults=self.faults, redis_jobs=self.redis_jobs,
-            job_ttl_seconds=job_ttl)
+            job_ttl_seconds=job_ttl, credentials=self.credentials)
         self.dispatcher = Dispatcher(config=self.config, consumer=consumer,
                                      scheduler=self.scheduler, stages=stages,
                                      health=self.health, metrics=self.metrics)

@@ -28,6 +28,7 @@ from PIL import Image
 
 from . import cachekey
 from .cache import CachedImage, ImageCache
+from .content_credentials import ContentCredentials
 from .delivery import Answers
 from .encode import Encoded, encode
 from .faults import Faults
@@ -64,7 +65,8 @@ class BatchRunner:
                  records: JobRecords, cache: ImageCache, store: ObjectStore,
                  answers: Answers, outages: Outages, intake: Intake, metrics: WorkerMetrics,
                  stats: WorkerStats, faults: Faults, requeue: Requeue,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 credentials: ContentCredentials | None = None) -> None:
         self.config = config
         self.runners = runners
         self.records = records
@@ -78,6 +80,7 @@ class BatchRunner:
         self.faults = faults
         self.requeue = requeue
         self.clock = clock
+        self.credentials = credentials  # signs a C2PA manifest into each image when set
         self.max_attempts = config.kafka.max_attempts
         # Copies of an id another message is running: not generated, answered from its record.
         self.parking = Parking(records=records, answers=answers, requeue=requeue)
@@ -222,7 +225,8 @@ class BatchRunner:
             "request_id": work.request_id,
         }
         return await asyncio.to_thread(encode, image, request.output_format, params,
-                                       quality=request.quality, mark=request.watermark)
+                                       quality=request.quality, mark=request.watermark,
+                                       credentials=self.credentials)
 
     async def _upload(self, image: Image.Image, seed: int, enc: Encoded) -> tuple[ImageRef, int]:
         """Upload (content-addressed, so a retry rewrites the same object) until it works."""

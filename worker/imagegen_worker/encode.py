@@ -26,6 +26,7 @@ from PIL.ExifTags import IFD, Base
 from PIL.PngImagePlugin import PngInfo
 
 from . import watermark
+from .content_credentials import ContentCredentials
 
 CONTENT_TYPES = {"png": "image/png", "webp": "image/webp", "jpeg": "image/jpeg"}
 XMP_NS = "https://imagegen.dev/ns/xmp/1.0/"
@@ -70,11 +71,13 @@ def _adapters(adapters: Any) -> str | None:
 
 def encode(image: Image.Image, fmt: str, params: dict[str, Any], *,
            quality: int = DEFAULT_QUALITY, mark: bool = True,
-           embed: bool = True) -> Encoded:
+           embed: bool = True, credentials: ContentCredentials | None = None) -> Encoded:
     """Encode `image` as `fmt` (png | webp | jpeg) with `params` embedded; deterministic bytes.
 
     mark: the invisible watermark (params gain "watermark": the scheme, or null when the image
     is too small for it). embed=False writes no metadata at all (the benchmark's baseline).
+    credentials: sign a C2PA manifest with `params` into the encoded bytes (last: it hashes
+    them).
     """
     if mark:
         marked = watermark.supported(image)
@@ -99,6 +102,8 @@ def encode(image: Image.Image, fmt: str, params: dict[str, Any], *,
     else:
         raise ValueError(f"unsupported output format {fmt!r}")
     data = buf.getvalue()
+    if credentials is not None:
+        data = credentials.sign(data, CONTENT_TYPES[fmt], params)
     return Encoded(data, hashlib.sha256(data).hexdigest(), fmt, CONTENT_TYPES[fmt])
 
 

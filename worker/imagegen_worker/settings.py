@@ -50,6 +50,9 @@ class Settings:
     # Job records' own Redis (IMAGEGEN_JOBS_REDIS_URL); None: the cache's Redis, database
     # jobs.db (workerconfig.JobStoreSettings).
     jobs_redis_url: str | None = None
+    # The contentCredentials Secret's mount (IMAGEGEN_CONTENT_CREDENTIALS_DIR); read only when
+    # the pool's output.contentCredentials is set.
+    content_credentials_dir: Path = Path(naming.CONTENT_CREDENTIALS_DIR)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -84,6 +87,8 @@ class Settings:
             log_level=(opt(ENV_LOG_LEVEL) or "INFO").upper(),
             fault_inject=opt(ENV_FAULT_INJECT) or "",
             jobs_redis_url=opt(naming.ENV_JOBS_REDIS_URL),
+            content_credentials_dir=Path(opt(naming.ENV_CONTENT_CREDENTIALS_DIR)
+                                         or naming.CONTENT_CREDENTIALS_DIR),
         )
 
     def load_config(self) -> WorkerConfig:

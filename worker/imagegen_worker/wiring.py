@@ -22,6 +22,7 @@ from .batchrun import BatchRunner, Requeue
 from .breaker import Breaker, BreakerJobRecords
 from .cache import ImageCache
 from .claims import AnswerClaims
+from .content_credentials import ContentCredentials
 from .delivery import Answers
 from .faults import Faults
 from .intake import Intake
@@ -77,7 +78,8 @@ def build_stages(config: WorkerConfig, *, worker: str, runners: Mapping[str, Run
                  ack: Callable[[MessageRef], None], requeue: Requeue, health: Health,
                  metrics: WorkerMetrics, stats: WorkerStats, faults: Faults,
                  records_breaker: Breaker | None = None, redis_jobs: aioredis.Redis | None = None,
-                 job_ttl_seconds: int | None = None) -> Stages:
+                 job_ttl_seconds: int | None = None,
+                 credentials: ContentCredentials | None = None) -> Stages:
     """Wire the stages. `redis_cache` None (or a pool with the cache off) runs without cache.
     Job records go to `redis_jobs` (the job store, results.py; default `redis`) and live
     `job_ttl_seconds` (default config.job_ttl_seconds; `app` raises it to the topics' retention).
@@ -104,5 +106,6 @@ def build_stages(config: WorkerConfig, *, worker: str, runners: Mapping[str, Run
                     fetch_object=store.read_head)
     batches = BatchRunner(config=config, runners=runners, records=records, cache=cache,
                           store=store, answers=answers, outages=outages, intake=intake,
-                          metrics=metrics, stats=stats, faults=faults, requeue=requeue)
+                          metrics=metrics, stats=stats, faults=faults, requeue=requeue,
+                          credentials=credentials)
     return Stages(records, cache, outages, responder, answers, intake, batches)

@@ -212,6 +212,17 @@ def _pod_template(ctx: PoolContext, role: str, config_digest: str) -> Manifest:
             {"name": "tmp", "emptyDir": {}},
         ],
     }
+    credentials = spec.output.content_credentials
+    if credentials is not None:
+        # The signing key of the pool's Content Credentials (content_credentials.py), only
+        # tls.crt and tls.key, owner-read-only: the worker (fsGroup) reads them at start.
+        pod["containers"][0]["volumeMounts"].append(
+            {"name": "content-credentials", "mountPath": naming.CONTENT_CREDENTIALS_DIR,
+             "readOnly": True})
+        pod["volumes"].append({"name": "content-credentials", "secret": {
+            "secretName": credentials.secret_name, "defaultMode": 0o440,
+            "items": [{"key": "tls.crt", "path": "tls.crt"}, {"key": "tls.key", "path": "tls.key"}],
+        }})
     if node_selector:
         pod["nodeSelector"] = node_selector
     if placement.tolerations:

@@ -238,3 +238,23 @@ def test_prefetch_job_and_claim() -> None:
     assert container["command"][:4] == ["imagegen-worker", "prefetch", "--model", "sdxl"]
     assert json.loads(container["command"][5])["source"] == "s3://weights/sdxl"
     assert builders.prefetch_job("ns", "m", TINY, owner, OperatorDefaults(), "i", "h") is None
+
+
+def test_content_credentials_secret_is_mounted_in_every_worker() -> None:
+    plain = pod(builders.pool_children(ctx()), "warm")
+    assert "content-credentials" not in {v["name"] for v in plain["volumes"]}
+    children = builders.pool_children(ctx({"output": {"contentCredentials": {
+        "secretName": "c2pa-signer"}}}))
+    for role in ("warm", "cold"):
+        spec = pod(children, role)
+        vol = {v["name"]: v for v in spec["volumes"]}["content-credentials"]
+        assert vol["secret"]["secretName"] == "c2pa-signer"
+        assert {i["key"] for i in vol["secret"]["items"]} == {"tls.crt", "tls.key"}
+        (mount,) = [m for m in spec["containers"][0]["volumeMounts"]
+                    if m["name"] == "content-credentials"]
+        assert mount == {"name": "content-credentials", "readOnly": True,
+                         "mountPath": naming.CONTENT_CREDENTIALS_DIR}
+    config = WorkerConfig.model_validate_json(
+        by_kind(children)["ConfigMap/p1-worker-config"]["data"][naming.WORKER_CONFIG_FILE])
+    assert config.output.content_credentials is not None
+    assert config.output.content_credentials.secret_name == "c2pa-signer"
