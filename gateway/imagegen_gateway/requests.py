@@ -2,11 +2,14 @@
 answers. No I/O; called by `app` for every POST, unit-tested on its own.
 
 A body is checked before anything is produced: OpenAI's fields (model, prompt, n, size "WxH",
-response_format, user) plus ours (negative_prompt, steps, guidance, sampler, seed, tier,
-output_format, request_id, deadline, loras). Limits are the contract's (imagegen_api.specs: side
-bounds and multiple, guidance range, samplers, output formats) and the model's own (ModelLimits: max
-pixels, steps, images per request), the same the worker's validator applies; prompt tokens need
-the model's tokenizer and are left to the worker (its rejection comes back as a 400).
+response_format, user, quality, output_format, output_compression) plus ours (negative_prompt,
+steps, guidance, sampler, seed, tier, request_id, deadline, loras, init_image, mask, strength).
+OpenAI's `quality` scales the model's default steps (QUALITY_STEPS; explicit `steps` win);
+`output_compression` is the worker's lossy `quality` (webp/jpeg only). Limits are the contract's
+(imagegen_api.specs: side bounds and multiple, guidance range, samplers, output formats) and the
+model's own (ModelLimits: max pixels, steps, images per request), the same the worker's validator
+applies; prompt tokens need the model's tokenizer and are left to the worker (its rejection
+comes back as a 400), as are the init image, mask and strength (decoding is the worker's).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from imagegen_api.messages import (
     REQUEST_ID_PATTERN,
     GenerationRequest,
     GenerationResult,
+    ImageInput,
     LoraChoice,
 )
 from imagegen_api.specs import GUIDANCE_RANGE, MIN_SIDE, OUTPUT_FORMATS, SAMPLERS, SIDE_MULTIPLE
@@ -29,6 +33,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 DEFAULT_TIER = "fast"
 MAX_PROMPT_CHARS = 32_000  # OpenAI's own bound for a prompt; the worker counts tokens
+# OpenAI's `quality` → a multiple of the model's default steps (rounded, 1..maxSteps): dall-e-3's
+# standard/hd and gpt-image-1's low/medium/high; auto (and none) leaves the model's default.
+QUALITY_STEPS: dict[str, float | None] = {
+    "low": 0.5, "medium": 1.0, "standard": 1.0, "high": 1.5, "hd": 1.5, "auto": None}
+LOSSY_FORMATS = ("webp", "jpeg")
 
 
 class GatewayError(Exception):
@@ -50,6 +59,18 @@ class GatewayError(Exception):
                           "code": self.code}}
 
 
+class ImageBody(BaseModel):
+    """An init image or mask in a body: the message's ImageInput, unknown fields refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    s3_key: str | None = None
+    b64: str | None = None
+
+    def message(self) -> ImageInput:
+        return ImageInput(s3_key=self.s3_key, b64=self.b64)
+
+
 class ImagesBody(BaseModel):
     """POST /v1/images/generations and POST /v1/generations (one shape for both)."""
 
@@ -61,12 +82,13 @@ class ImagesBody(BaseModel):
     size: str | None = None
     response_format: Literal["url", "b64_json"] = "url"
     user: str | None = Field(None, max_length=256)
+    quality: str | None = None  # QUALITY_STEPS
+    output_format: str | None = None  # png | jpeg | webp (jpg: jpeg)
+    output_compression: int | None = Field(None, ge=0, le=100)  # webp/jpeg: the quality
     # OpenAI fields we accept and ignore (their value has no meaning for our models).
-    quality: str | None = None
     style: str | None = None
     background: str | None = None
     moderation: str | None = None
-    output_compression: int | None = None
     safety_identifier: str | None = None
     stream: Literal[False] | None = None
     # Ours, through extra_body.
@@ -76,10 +98,13 @@ class ImagesBody(BaseModel):
     sampler: str | None = None
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
     tier: str | None = None
-    output_format: str | None = None
     request_id: str | None = Field(None, pattern=REQUEST_ID_PATTERN)
     deadline: float | None = None
     loras: list[LoraChoice] | None = Field(None, max_length=16)
+    # img2img / inpainting, as in the request message (checked by the worker).
+    init_image: ImageBody | None = None
+    mask: ImageBody | None = None
+    strength: float | None = None
     # Called on the terminal state (delivery.py); checked against SSRF at submit (webhooks.py).
     webhook: str | None = Field(None, min_length=1, max_length=2048)
 
@@ -137,16 +162,7 @@ def plan(body: ImagesBody, pool: WorkerConfig, *, request_id: str, now: float) -
         raise GatewayError(400, f"tier {tier!r} does not exist in pool {pool.pool} "
                            f"(one of: {', '.join(tiers)})", param="tier", code="unknown_tier")
     d, lim = spec.defaults, spec.limits
-    width, height = (d.width, d.height) if body.size is None else parse_size(body.size)
-    for side in (width, height):
-        if side < MIN_SIDE or side % SIDE_MULTIPLE:
-            raise GatewayError(400, f"size {width}x{height}: each side must be at least "
-                               f"{MIN_SIDE} and a multiple of {SIDE_MULTIPLE}", param="size",
-                               code="invalid_size")
-    if width * height > lim.max_pixels:
-        raise GatewayError(400, f"size {width}x{height} = {width * height} pixels exceeds "
-                           f"model {model}'s limit of {lim.max_pixels} (maxPixels)",
-                           param="size", code="invalid_size")
+    size = check_size(body, d.width, d.height, lim.max_pixels, model)
     if body.n > lim.max_images_per_request:
         raise GatewayError(400, f"n {body.n} exceeds model {model}'s limit of "
                            f"{lim.max_images_per_request} (maxImagesPerRequest)", param="n",
@@ -162,23 +178,75 @@ def plan(body: ImagesBody, pool: WorkerConfig, *, request_id: str, now: float) -
     if body.sampler is not None and body.sampler not in SAMPLERS:
         raise GatewayError(400, f"sampler {body.sampler!r} is not one of: "
                            f"{', '.join(SAMPLERS)}", param="sampler", code="invalid_field")
-    fmt = body.output_format or "png"
-    if fmt not in OUTPUT_FORMATS:
-        raise GatewayError(400, f"output_format {fmt!r} is not one of: "
-                           f"{', '.join(OUTPUT_FORMATS)}", param="output_format",
-                           code="invalid_field")
+    fmt, quality = output(body)
+    steps = body.steps if body.steps is not None else quality_steps(body.quality, d.steps,
+                                                                   lim.max_steps)
     if body.deadline is not None and body.deadline <= now:
         raise GatewayError(400, "deadline is in the past", param="deadline",
                            code="invalid_field")
     request = GenerationRequest(
         request_id=body.request_id or request_id, prompt=body.prompt, model=model,
-        negative_prompt=body.negative_prompt, width=width, height=height, steps=body.steps,
+        negative_prompt=body.negative_prompt, width=size[0], height=size[1], steps=steps,
         guidance=body.guidance, sampler=body.sampler, seed=body.seed, num_images=body.n,
-        output_format=fmt, tier=tier, submitted_at=now, deadline=body.deadline,
-        loras=check_loras(body.loras, [a.name for a in spec.loras], model),
-        webhook=body.webhook,
+        output_format=fmt, quality=quality, tier=tier, submitted_at=now,
+        deadline=body.deadline, loras=check_loras(body.loras, [a.name for a in spec.loras], model),
+        webhook=body.webhook, strength=body.strength,
+        init_image=body.init_image.message() if body.init_image else None,
+        mask=body.mask.message() if body.mask else None,
     )
     return Planned(request=request, tier=tier, response_format=body.response_format)
+
+
+def check_size(body: ImagesBody, width: int, height: int, max_pixels: int, model: str
+               ) -> tuple[int | None, int | None]:
+    """(width, height) of the request: `size`, else the model's default; with an init image and
+    no `size`, none (the worker takes the init image's and checks it)."""
+    if body.size is None:
+        if body.init_image is not None:
+            return None, None
+    else:
+        width, height = parse_size(body.size)
+    for side in (width, height):
+        if side < MIN_SIDE or side % SIDE_MULTIPLE:
+            raise GatewayError(400, f"size {width}x{height}: each side must be at least "
+                               f"{MIN_SIDE} and a multiple of {SIDE_MULTIPLE}", param="size",
+                               code="invalid_size")
+    if width * height > max_pixels:
+        raise GatewayError(400, f"size {width}x{height} = {width * height} pixels exceeds "
+                           f"model {model}'s limit of {max_pixels} (maxPixels)",
+                           param="size", code="invalid_size")
+    return width, height
+
+
+def quality_steps(quality: str | None, default_steps: int, max_steps: int) -> int | None:
+    """OpenAI's `quality` → steps (None: the model's default); GatewayError naming `quality`."""
+    if quality is None:
+        return None
+    if quality not in QUALITY_STEPS:
+        raise GatewayError(400, f"quality {quality!r} is not one of: "
+                           f"{', '.join(QUALITY_STEPS)}", param="quality", code="invalid_field")
+    factor = QUALITY_STEPS[quality]
+    if factor is None or factor == 1.0:
+        return None
+    return max(1, min(max_steps, round(default_steps * factor)))
+
+
+def output(body: ImagesBody) -> tuple[str, int | None]:
+    """(output_format, the worker's quality): `output_compression` 0..100 is the lossy quality
+    (0 → 1, the encoders' lowest); with png it has no meaning and is refused."""
+    fmt = (body.output_format or "png").lower()
+    fmt = "jpeg" if fmt == "jpg" else fmt
+    if fmt not in OUTPUT_FORMATS:
+        raise GatewayError(400, f"output_format {body.output_format!r} is not one of: "
+                           f"{', '.join(OUTPUT_FORMATS)}", param="output_format",
+                           code="invalid_field")
+    if body.output_compression is None:
+        return fmt, None
+    if fmt not in LOSSY_FORMATS:
+        raise GatewayError(400, f"output_compression applies to output_format "
+                           f"{' or '.join(LOSSY_FORMATS)}, not {fmt}",
+                           param="output_compression", code="invalid_field")
+    return fmt, max(1, body.output_compression)
 
 
 def check_loras(loras: list[LoraChoice] | None, declared: list[str], model: str
