@@ -3,6 +3,7 @@ plain `pip install imagegen-operator`).
 
     imagegen submit --pool tiny [-n NS] [--tier fast] [--seed N] [--size 64x64] [--steps 4]
                     [--count 24] [--out DIR] "prompt" ["prompt" ...]
+    imagegen submit --pool tiny --init-image cat.png [--mask mask.png] [--strength 0.6] "prompt"
     imagegen status --pool tiny [-n NS] REQUEST_ID
     imagegen submit --gateway URL --api-key sk-... [same options] "prompt" ...
     imagegen status --gateway URL --api-key sk-... REQUEST_ID
@@ -13,6 +14,9 @@ cache), shows a progress bar on stderr, prints one row per request and downloads
 --out. Endpoints come from flags or IMAGEGEN_KAFKA_BOOTSTRAP / IMAGEGEN_REDIS_URL.
 With --gateway (or IMAGEGEN_GATEWAY_URL, key IMAGEGEN_API_KEY) requests go through an
 imagegen-gateway: POST /v1/generations, then GET /v1/generations/{id} until terminal.
+--init-image / --mask: a local PNG/JPEG/WebP file is sent inline (base64, at most
+IMAGE_INPUT_MAX_BYTES for the two together); s3://BUCKET/KEY names an object in the pool's bucket
+(KEY below <namespace>/<pool>/), passed through for the worker to read.
 Exit code: 0 when every request succeeded, 1 otherwise.
 """
 
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import os
 import re
@@ -29,7 +34,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from imagegen_api import naming
-from imagegen_api.messages import LORA_WEIGHT_RANGE, GenerationRequest, GenerationResult, LoraChoice
+from imagegen_api.messages import (
+    IMAGE_INPUT_MAX_BYTES,
+    LORA_WEIGHT_RANGE,
+    GenerationRequest,
+    GenerationResult,
+    ImageInput,
+    LoraChoice,
+)
 from imagegen_api.specs import GUIDANCE_RANGE, OUTPUT_FORMATS, SAMPLERS
 
 from .client import ImagegenClient, new_request_id, read_status
@@ -60,8 +72,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     s.add_argument("--lora", action="append", type=_lora, default=None, metavar="NAME[=WEIGHT]",
                    help="a LoRA adapter the model declares, repeatable (default weight 1; "
                    "none given: the model's declared adapters)")
+    s.add_argument("--init-image", type=_image, default=None, metavar="FILE|s3://BUCKET/KEY",
+                   help="img2img: start from this image (a local file is sent inline, at most "
+                   f"{IMAGE_INPUT_MAX_BYTES // 1024} KiB; an S3 key in the pool's bucket)")
+    s.add_argument("--mask", type=_image, default=None, metavar="FILE|s3://BUCKET/KEY",
+                   help="inpainting: white = repaint, black = keep (the init image's size)")
+    s.add_argument("--strength", type=_strength, default=None,
+                   help="share of the init image repainted, 0 < s <= 1 (worker default 0.8)")
     s.add_argument("--images", type=int, default=1, help="images per request")
     s.add_argument("--format", default="png", choices=OUTPUT_FORMATS)
+    s.add_argument("--quality", type=_quality, default=None,
+                   help="webp/jpeg quality 1..100 (default: the pool's)")
     s.add_argument("--count", type=int, default=None, help="requests (default: one per prompt)")
     s.add_argument("--out", type=Path, default=None, help="download images into this folder")
     s.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for results")
@@ -81,6 +102,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ns = parser.parse_args(argv)
     if not ns.gateway and not ns.pool:
         parser.error("--pool is required (or --gateway URL)")
+    if ns.command == "submit":
+        problem = check_images(ns)
+        if problem:
+            parser.error(problem)
     if ns.command == "status":
         return asyncio.run(_status(ns))
     return asyncio.run(_submit(ns))
@@ -106,6 +131,74 @@ def _lora(text: str) -> LoraChoice:
         raise argparse.ArgumentTypeError(f"--lora {text!r}: a name, and a weight in "
                                          f"[{lo:g}, {hi:g}]")
     return choice
+
+
+# The start of each accepted image format (the worker decodes; this catches a wrong file early).
+IMAGE_MAGIC = ((b"\x89PNG\r\n\x1a\n", 0), (b"\xff\xd8\xff", 0), (b"WEBP", 8))
+
+
+def _image(text: str) -> ImageInput:
+    """--init-image / --mask: s3://BUCKET/KEY → the key (the worker reads its pool's bucket);
+    a local file → inline base64, refused over IMAGE_INPUT_MAX_BYTES or not PNG/JPEG/WebP."""
+    if text.startswith("s3://"):
+        _bucket, _, key = text[len("s3://"):].partition("/")
+        if not _bucket or not key:
+            raise argparse.ArgumentTypeError(f"{text!r} is not s3://BUCKET/KEY")
+        return ImageInput(s3_key=key)
+    path = Path(text)
+    try:
+        size = path.stat().st_size
+        if size > IMAGE_INPUT_MAX_BYTES:
+            raise argparse.ArgumentTypeError(
+                f"{text} is {size} bytes, over the limit of {IMAGE_INPUT_MAX_BYTES} bytes "
+                f"({IMAGE_INPUT_MAX_BYTES // 1024} KiB) for an inline image: upload it to the "
+                "pool's bucket and pass s3://BUCKET/<namespace>/<pool>/...")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"cannot read {text}: {exc.strerror}") from None
+    if not any(data[at:at + len(magic)] == magic for magic, at in IMAGE_MAGIC):
+        raise argparse.ArgumentTypeError(f"{text} is not a PNG, JPEG or WebP file")
+    return ImageInput(b64=base64.b64encode(data).decode())
+
+
+def _quality(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"quality {text} is outside 1..100")
+    return value
+
+
+def _strength(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"strength {text} is outside (0, 1]")
+    return value
+
+
+def inline_bytes(given: ImageInput | None) -> int:
+    """Decoded size of an inline image (0 for an S3 key or none)."""
+    return 0 if given is None or given.b64 is None else len(base64.b64decode(given.b64))
+
+
+def check_images(ns: argparse.Namespace) -> str | None:
+    """What is wrong with --init-image/--mask/--strength together (pure; None: nothing)."""
+    if ns.init_image is None:
+        for flag, value in (("--mask", ns.mask), ("--strength", ns.strength)):
+            if value is not None:
+                return f"{flag} needs --init-image"
+        return None
+    both = inline_bytes(ns.init_image) + inline_bytes(ns.mask)
+    if ns.mask is not None and both > IMAGE_INPUT_MAX_BYTES:
+        return (f"--init-image and --mask inline are {both} bytes together, over the limit of "
+                f"{IMAGE_INPUT_MAX_BYTES} bytes of one request message: put one in S3")
+    if ns.pool:  # without it (a gateway's pool) the worker checks the key
+        prefix = naming.object_prefix(ns.namespace, ns.pool)
+        for flag, given in (("--init-image", ns.init_image), ("--mask", ns.mask)):
+            if given is not None and given.s3_key is not None and \
+                    not given.s3_key.startswith(prefix):
+                return (f"{flag} s3 key {given.s3_key!r} is not below the pool's prefix "
+                        f"{prefix!r}")
+    return None
 
 
 def _guidance(text: str) -> float:
@@ -153,8 +246,12 @@ def build_requests(ns: argparse.Namespace) -> list[GenerationRequest]:
             seed=None if ns.seed is None else ns.seed + i,
             num_images=ns.images,
             output_format=ns.format,
+            quality=ns.quality,
             tier=tiers[i % len(tiers)],
             loras=ns.lora,
+            init_image=ns.init_image,
+            mask=ns.mask,
+            strength=ns.strength,
         ))
     return out
 

@@ -30,9 +30,14 @@ def request_body(req: GenerationRequest) -> dict[str, Any]:
     for name, value in (("model", req.model), ("negative_prompt", req.negative_prompt),
                         ("steps", req.steps), ("guidance", req.guidance),
                         ("sampler", req.sampler), ("seed", req.seed), ("tier", req.tier),
-                        ("output_format", req.output_format)):
+                        ("output_format", req.output_format), ("strength", req.strength)):
         if value is not None:
             body[name] = value
+    if req.quality is not None and req.output_format in ("webp", "jpeg", "jpg"):
+        body["output_compression"] = req.quality  # the gateway's name for the lossy quality
+    for name, image in (("init_image", req.init_image), ("mask", req.mask)):
+        if image is not None:
+            body[name] = image.model_dump(exclude_none=True)
     if req.loras:
         body["loras"] = [lo.model_dump() for lo in req.loras]
     return body

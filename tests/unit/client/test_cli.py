@@ -13,7 +13,8 @@ from imagegen_client import cli
 def ns(**kw: object) -> argparse.Namespace:
     base: dict[str, object] = dict(
         prompts=["a fox", "a cat"], count=None, tier="fast", size=None, seed=None, steps=None,
-        guidance=None, sampler=None, negative=None, model=None, images=1, format="png", lora=None)
+        guidance=None, sampler=None, negative=None, model=None, images=1, format="png", lora=None,
+        quality=None, init_image=None, mask=None, strength=None)
     base.update(kw)
     return argparse.Namespace(**base)
 
