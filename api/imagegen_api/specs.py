@@ -555,15 +555,60 @@ class GatewayWebhooks(KubeModel):
     timeout_seconds: float = Field(10.0, gt=0, le=120, description="One attempt's time limit.")
 
 
-class GatewaySpec(KubeModel):
+# Gateway pods when neither gateway.replicas nor gateway.autoscaling is set.
+GATEWAY_DEFAULT_REPLICAS = 2
+
+
+class GatewayAutoscaling(KubeModel):
+    """The gateway's pods scaled on CPU: a HorizontalPodAutoscaler (autoscaling/v2) owns the
+    Deployment's replica count."""
+
     model_config = KubeModel.model_config | ConfigDict(
         json_schema_extra={"x-kubernetes-validations": [cel(
-            "!self.enabled || has(self.auth.secretName)",
-            "gateway.auth.secretName is required when gateway.enabled is true", ".auth")]})
+            "self.minReplicas <= self.maxReplicas",
+            "gateway.autoscaling.minReplicas must be less than or equal to "
+            "gateway.autoscaling.maxReplicas", ".minReplicas")]})
+    min_replicas: int = Field(2, ge=1, le=100, description="Fewest gateway pods.")
+    max_replicas: int = Field(10, ge=1, le=100, description="Most gateway pods.")
+    target_cpu_utilization_percentage: int = Field(
+        70, ge=10, le=200, alias="targetCPUUtilizationPercentage",  # as the HPA spells it
+        description="Average CPU use of the gateway pods, in percent of their CPU request "
+        "(gateway.resources.cpu), that the autoscaler keeps them at.")
+
+    @model_validator(mode="after")
+    def _min_le_max(self) -> GatewayAutoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("gateway.autoscaling.minReplicas must be less than or equal to "
+                             "gateway.autoscaling.maxReplicas")
+        return self
+
+
+_GATEWAY_REPLICAS_EXCLUSIVE = (
+    "gateway.replicas (a fixed count) and gateway.autoscaling (scaled on CPU) are exclusive: "
+    "set one of them")
+
+
+class GatewaySpec(KubeModel):
+    model_config = KubeModel.model_config | ConfigDict(
+        json_schema_extra={"x-kubernetes-validations": [
+            cel("!self.enabled || has(self.auth.secretName)",
+                "gateway.auth.secretName is required when gateway.enabled is true", ".auth"),
+            cel("!has(self.replicas) || !has(self.autoscaling)", _GATEWAY_REPLICAS_EXCLUSIVE,
+                ".autoscaling"),
+        ]})
     enabled: bool = Field(
         False, description="Run the pool's HTTP gateway (OpenAI-compatible images API and the "
         "async jobs API): a `<pool>-gateway` Deployment and Service.")
-    replicas: int = Field(2, ge=1, le=100, description="Gateway pods (no GPU).")
+    replicas: int | None = Field(
+        None, ge=1, le=100,
+        description="A fixed number of gateway pods (no GPU); "
+        f"{GATEWAY_DEFAULT_REPLICAS} when neither this nor autoscaling is set. Exclusive with "
+        "autoscaling.")
+    autoscaling: GatewayAutoscaling | None = Field(
+        None, description="Scale the gateway pods on CPU between minReplicas and maxReplicas "
+        "(a HorizontalPodAutoscaler `<pool>-gateway`, which then owns the Deployment's replica "
+        "count). Exclusive with replicas; removing it deletes the autoscaler and the operator "
+        "sets replicas again.")
     image: str = Field("ghcr.io/imagegen-dev/imagegen-gateway:0.1.0", max_length=512)
     auth: GatewayAuth = GatewayAuth()
     resources: GatewayResources = GatewayResources()
@@ -580,7 +625,14 @@ class GatewaySpec(KubeModel):
     def _keys_when_enabled(self) -> GatewaySpec:
         if self.enabled and not self.auth.secret_name:
             raise ValueError("gateway.auth.secretName is required when gateway.enabled is true")
+        if self.replicas is not None and self.autoscaling is not None:
+            raise ValueError(_GATEWAY_REPLICAS_EXCLUSIVE)
         return self
+
+    @property
+    def fixed_replicas(self) -> int:
+        """The replica count the operator sets when no autoscaler owns it."""
+        return self.replicas if self.replicas is not None else GATEWAY_DEFAULT_REPLICAS
 
 
 class GenerationPoolSpec(KubeModel):

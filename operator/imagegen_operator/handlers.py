@@ -4,8 +4,8 @@ A pool is reconciled on create/update/resume at once, and by a 1-second timer ga
 autoscaling.pollSeconds (Kopf timers have a fixed interval; the gate makes the period per pool).
 
 Indexes (kept by Kopf from watch events, so a pass reads them instead of calling the API):
-ImageModel specs, worker Deployments and worker pods for the pool pass, and pools by model for
-the ImageModel pass (`usedBy`, deletion blocking).
+ImageModel specs, worker Deployments, worker pods and the gateways' autoscalers for the pool
+pass, and pools by model for the ImageModel pass (`usedBy`, deletion blocking).
 
 A pass is bounded as a whole (PASS_TIMEOUT_S, on top of each call's own timeout): a pass that
 hangs never holds the pool's lock, and with it the pool's other handlers, for longer.
@@ -61,6 +61,12 @@ def worker_deployments(namespace: str | None, name: str, body: kopf.Body,
     return {(namespace, name): pool_observe.deployment_view(body)}
 
 
+@kopf.index("autoscaling", "v2", "horizontalpodautoscalers", labels=WORKERS)
+def pool_hpas(namespace: str | None, name: str, **_: Any) -> dict[Any, Any]:
+    """Which pools' gateways have an autoscaler (deleted once spec.gateway.autoscaling goes)."""
+    return {(namespace, name): True}
+
+
 @kopf.index("", "v1", "persistentvolumeclaims")
 def cache_claims(namespace: str | None, name: str, spec: kopf.Spec, **_: Any) -> dict[Any, Any]:
     """Access modes of every claim: can a pool's model-cache claim serve its placement."""
@@ -93,7 +99,7 @@ async def _pool_pass(body: kopf.Body, memo: kopf.Memo, kw: dict[str, Any]) -> No
     rt = _runtime(memo)
     indexes = pool_observe.Indexes(models=kw["model_specs"],
                                    deployments=kw["worker_deployments"], pods=kw["worker_pods"],
-                                   claims=kw["cache_claims"])
+                                   claims=kw["cache_claims"], hpas=kw["pool_hpas"])
     async with _pool_lock(memo):
         try:
             async with asyncio.timeout(PASS_TIMEOUT_S):

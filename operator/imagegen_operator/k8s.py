@@ -37,6 +37,7 @@ _RESOURCES: dict[tuple[str, str], str] = {
     ("v1", "Pod"): "pods",
     ("v1", "PersistentVolumeClaim"): "persistentvolumeclaims",
     ("apps/v1", "Deployment"): "deployments",
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): "horizontalpodautoscalers",
     ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
     ("batch/v1", "Job"): "jobs",
     ("coordination.k8s.io/v1", "Lease"): "leases",  # leader election (leader.py)
@@ -126,14 +127,15 @@ class Kube:
             raise KubeError(what, None, f"{type(err).__name__}: {err}") from err
         return result if isinstance(result, dict) else None
 
-    async def apply(self, obj: Obj) -> Obj:
-        """Server-side apply one object (create or update); returns the object as stored."""
+    async def apply(self, obj: Obj, field_manager: str = naming.FIELD_MANAGER) -> Obj:
+        """Server-side apply one object (create or update); returns the object as stored.
+        `field_manager`: another one only for a hand-over (pool_apply)."""
         meta = obj["metadata"]
         what = f"apply {obj['kind']} {meta['namespace']}/{meta['name']}"
         path = _path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
         result = await self._call(
             what, "PATCH", path, body=obj, content_type="application/apply-patch+yaml",
-            query=[("fieldManager", naming.FIELD_MANAGER), ("force", "true")],
+            query=[("fieldManager", field_manager), ("force", "true")],
         )
         if result is None:
             raise KubeError(what, 404, "namespace or resource type missing")

@@ -1,7 +1,9 @@
 """The apply step of a GenerationPool pass: writes what the plan decided (pool_plan.py).
 
-Order: rank the pods of a shrinking role (so the ReplicaSet removes idle workers first), apply
-the children with server-side apply, then patch the status only when it changes something.
+Order: rank the pods of a shrinking role (so the ReplicaSet removes idle workers first), hand
+the gateway's replica count over to its autoscaler (a second field manager keeps the value while
+the operator's own apply drops the field), apply the children with server-side apply, delete the
+children the spec no longer asks for, then patch the status only when it changes something.
 Every write is bounded (k8s.REQUEST_TIMEOUT_S). Events are posted by the handler (Kopf's API).
 """
 
@@ -20,6 +22,10 @@ from .status import QUEUE_METRICS
 
 log = logging.getLogger(__name__)
 
+# Holds the gateway Deployment's spec.replicas between the operator's last apply of it and the
+# autoscaler's first write (builders.gateway.replicas_handover).
+HANDOVER_FIELD_MANAGER = f"{naming.FIELD_MANAGER}-hpa-handover"
+
 
 async def apply(rt: Runtime, namespace: str, name: str, plan: PoolPlan) -> PoolPlan:
     """Returns the plan as it turned out (a failed apply reports its problem)."""
@@ -29,8 +35,14 @@ async def apply(rt: Runtime, namespace: str, name: str, plan: PoolPlan) -> PoolP
         except KubeError as err:  # ranking is an optimisation; the drain still protects work
             log.warning("could not rank %s/%s for scale-down: %s", namespace, pod, err)
     try:
+        for handover in plan.handovers:
+            await rt.kube.apply(handover, field_manager=HANDOVER_FIELD_MANAGER)
         for child in plan.children:
             await rt.kube.apply(child)
+        for api_version, kind, child_name in plan.deletions:
+            await rt.kube.delete(api_version, kind, namespace, child_name)
+            log.info("deleted %s %s/%s: no longer in the pool's spec", kind, namespace,
+                     child_name)
     except KubeError as err:
         plan = plan.apply_failed(Problem(Reason.APPLY_FAILED, f"applying children: {err}"))
     if plan.status_changed:

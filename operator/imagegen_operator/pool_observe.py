@@ -53,13 +53,26 @@ class Indexes:
     pods: Index
     # (namespace, claim) → [access modes]
     claims: Index = field(default_factory=dict)
+    # (namespace, HPA name) → [True]: the pools' HorizontalPodAutoscalers (the gateway's)
+    hpas: Index = field(default_factory=dict)
 
 
 def deployment_view(body: Mapping[str, Any]) -> DeploymentView:
     st = body.get("status") or {}
     return DeploymentView(desired=int((body.get("spec") or {}).get("replicas") or 0),
                           replicas=int(st.get("replicas") or 0),
-                          ready=int(st.get("readyReplicas") or 0))
+                          ready=int(st.get("readyReplicas") or 0),
+                          replicas_applied=applies_replicas(body))
+
+
+def applies_replicas(body: Mapping[str, Any]) -> bool:
+    """Does the operator's server-side apply manage spec.replicas (metadata.managedFields)?"""
+    for entry in (body.get("metadata") or {}).get("managedFields") or []:
+        if entry.get("manager") == naming.FIELD_MANAGER and entry.get("operation") == "Apply":
+            fields = ((entry.get("fieldsV1") or {}).get("f:spec") or {})
+            if "f:replicas" in fields:
+                return True
+    return False
 
 
 def pod_view(body: Mapping[str, Any]) -> PodView:
@@ -115,7 +128,8 @@ async def observe(rt: Runtime, body: Mapping[str, Any], memory: PoolMemory,
         namespace=namespace, name=name, uid=state.uid, generation=state.generation,
         labels=state.labels, spec=state.spec, status=state.status, now=now,
         models=models, problems=tuple(problems), kafka=kafka, heartbeats=heartbeats,
-        deployments=deployments, pods=pods, claim_modes=claim_modes)
+        deployments=deployments, pods=pods, claim_modes=claim_modes,
+        gateway_hpa=_one(indexes.hpas, (namespace, naming.gateway_name(name))) is not None)
 
 
 def _claims(models: Mapping[str, ImageModelSpec]) -> set[str]:

@@ -27,6 +27,7 @@ from imagegen_api.specs import (
 from pydantic import ValidationError
 
 from . import builders, cache_claims, serving
+from .builders import gateway
 from .builders.context import OperatorDefaults
 from .builders.workload import worker_image
 from .problems import Problem, Reason
@@ -44,6 +45,8 @@ from .status import (
 )
 
 Manifest = dict[str, Any]
+# (apiVersion, kind, name) of a child in the pool's namespace.
+ChildRef = tuple[str, str, str]
 # (bootstrap, topic names, partitions) the topics were last ensured for.
 TopicsKey = tuple[str, tuple[str, ...], int]
 # Key of the gateway's Deployment in PoolState.deployments (the others are keyed by role).
@@ -106,6 +109,9 @@ class DeploymentView:
     desired: int = 0
     replicas: int = 0
     ready: int = 0
+    # The operator's own apply manages spec.replicas (managedFields): an autoscaler taking the
+    # count over needs the hand-over first (builders.gateway.replicas_handover).
+    replicas_applied: bool = False
 
 
 @dataclass(frozen=True)
@@ -156,6 +162,8 @@ class PoolState:
     pods: tuple[PodView, ...] = ()
     # The model-cache claims the pool's models use → their access modes (claims that exist).
     claim_modes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # The gateway's HorizontalPodAutoscaler exists.
+    gateway_hpa: bool = False
 
 
 @dataclass(frozen=True)
@@ -196,6 +204,10 @@ class PoolPlan:
     tier_max_wait: Mapping[str, int] = field(default_factory=dict)
     # warm/cold maxReplicas, exported next to the desired replicas (the at-max alert).
     role_max: Mapping[str, int] = field(default_factory=dict)
+    # Applied under builders.gateway's hand-over field manager before `children`.
+    handovers: tuple[Manifest, ...] = ()
+    # Children the spec no longer asks for (the gateway's HPA, a disabled gateway): deleted.
+    deletions: tuple[ChildRef, ...] = ()
     _report: _Report | None = None
 
     def apply_failed(self, problem: Problem) -> PoolPlan:
@@ -255,7 +267,7 @@ def plan(state: PoolState, memory: PoolMemory, config: PlanSettings) -> PoolPlan
     served_samples = serving.record(memory.served, state.heartbeats, state.now)
     decision = decide(spec, k.lag, observed, memory.scaler, state.now, k.lag_error, ages)
 
-    children = _children(state, spec, decision, config, problems)
+    children, handovers = _children(state, spec, decision, config, problems)
 
     report = _Report(state=state, spec=spec, old_status=old_status, decision=decision,
                      ages=ages, served=serving.served(served_samples, state.now),
@@ -267,7 +279,7 @@ def plan(state: PoolState, memory: PoolMemory, config: PlanSettings) -> PoolPlan
     digest, applied_at = memory.applied_digest, memory.applied_at
     if applied:
         digest = _digest(children)
-        if _up_to_date(digest, state, memory, decision):
+        if not handovers and _up_to_date(digest, state, memory, decision):
             children = ()  # nothing to write; `applied` stays: the children are as decided
         else:
             applied_at = state.now
@@ -289,8 +301,24 @@ def plan(state: PoolState, memory: PoolMemory, config: PlanSettings) -> PoolPlan
         tier_max_wait={t.name: t.max_wait_seconds for t in spec.queue.tiers},
         role_max={naming.ROLE_WARM: spec.warm.max_replicas,
                   naming.ROLE_COLD: spec.cold.max_replicas},
+        handovers=handovers,
+        deletions=stale_gateway_children(state, spec),
         _report=report,
     )
+
+
+def stale_gateway_children(state: PoolState, spec: GenerationPoolSpec) -> tuple[ChildRef, ...]:
+    """What of the gateway exists but is no longer asked for: its HPA once autoscaling is off
+    (the operator sets replicas again), everything once the gateway is disabled."""
+    gw = spec.gateway
+    name = naming.gateway_name(state.name)
+    out: list[ChildRef] = []
+    if state.gateway_hpa and (not gw.enabled or gw.autoscaling is None):
+        out.append(("autoscaling/v2", "HorizontalPodAutoscaler", name))
+    if not gw.enabled and state.deployments.get(GATEWAY) is not None:
+        out += [("apps/v1", "Deployment", name), ("v1", "Service", name),
+                ("policy/v1", "PodDisruptionBudget", name)]
+    return tuple(out)
 
 
 def _digest(children: tuple[Manifest, ...]) -> str:
@@ -330,15 +358,19 @@ def _kafka(k: KafkaView, memory: PoolMemory, problems: list[Problem],
 
 
 def _children(state: PoolState, spec: GenerationPoolSpec, decision: Decision,
-              config: PlanSettings, problems: list[Problem]) -> tuple[Manifest, ...]:
-    """The children at the decided replicas; none while a model is missing, the image is not
-    allowed, or the pool cannot be rendered (each a problem)."""
+              config: PlanSettings, problems: list[Problem]
+              ) -> tuple[tuple[Manifest, ...], tuple[Manifest, ...]]:
+    """The children at the decided replicas, and the gateway's replicas hand-over when its
+    autoscaler takes the count over; none while a model is missing, the image is not allowed,
+    or the pool cannot be rendered (each a problem)."""
     if len(state.models) != len(spec.models):
-        return ()
+        return (), ()
+    gateway_dep = state.deployments.get(GATEWAY)
     ctx = builders.PoolContext(
         namespace=state.namespace, name=state.name, uid=state.uid, spec=spec,
         models=dict(state.models), warm_replicas=decision.warm, cold_replicas=decision.cold,
-        pool_labels=dict(state.labels), defaults=config.defaults)
+        pool_labels=dict(state.labels), defaults=config.defaults,
+        gateway_exists=gateway_dep is not None)
     image = worker_image(ctx)
     if not image_allowed(image, config.allowed_images):
         problems.append(Problem(
@@ -346,12 +378,17 @@ def _children(state: PoolState, spec: GenerationPoolSpec, decision: Decision,
             f"spec.worker.image {image!r} is not allowed by the operator "
             f"(IMAGEGEN_ALLOWED_IMAGES: {', '.join(config.allowed_images)}); "
             "no workers are started"))
-        return ()
+        return (), ()
     try:
-        return tuple(builders.pool_children(ctx))
+        children = tuple(builders.pool_children(ctx))
     except builders.BuildError as err:
         problems.append(Problem(Reason.INVALID_CHILDREN, str(err)))
-        return ()
+        return (), ()
+    handovers: tuple[Manifest, ...] = ()
+    if (spec.gateway.enabled and spec.gateway.autoscaling is not None
+            and gateway_dep is not None and gateway_dep.replicas_applied):
+        handovers = (gateway.replicas_handover(ctx, gateway_dep.desired),)
+    return children, handovers
 
 
 def _events_and_status(r: _Report, *, applied: bool) -> tuple[tuple[PassEvent, ...],

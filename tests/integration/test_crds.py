@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.integration.conftest import Kubectl, unique
@@ -43,8 +45,20 @@ BAD = [
      "source: builtin://tiny-sdxl\npipeline: sd15",
      ["builtin://tiny-sdxl is an SDXL pipeline"]),
     ("unknown sampler", MODEL,
-     "source: builtin://tiny-sdxl\ndefaults: {sampler: heun}",
+     "source: builtin://tiny-sdxl\ndefaults: {sampler: karras}",
      ["spec.defaults.sampler", "Unsupported value", "euler"]),
+    ("flow-matching sampler on an SDXL model", MODEL,
+     "source: builtin://tiny-sdxl\ndefaults: {sampler: heun}",
+     ["spec.defaults.sampler", "must be one of euler, euler_a, ddim, dpmpp_2m, lcm"]),
+    ("UNet sampler on an SD3 model", MODEL,
+     "source: builtin://tiny-sd3\npipeline: sd3\ndefaults: {sampler: ddim, width: 64, "
+     "height: 64}",
+     ["spec.defaults.sampler", "must be one of euler, heun for pipeline sd3"]),
+    ("builtin SD3 model with the SDXL pipeline", MODEL, "source: builtin://tiny-sd3",
+     ["builtin://tiny-sd3 is an SD3 pipeline: set pipeline to sd3"]),
+    ("Flux size not a multiple of 16", MODEL,
+     "source: builtin://tiny-flux\npipeline: flux\ndefaults: {width: 1000}",
+     ["multiples of 16 for pipeline flux"]),
     ("warm minimum above maximum", POOL,
      "models: [m]\nwarm: {minReplicas: 5, maxReplicas: 2}",
      ["warm.minReplicas must be less than or equal to warm.maxReplicas"]),
@@ -84,6 +98,17 @@ BAD = [
     ("gateway with no replicas", POOL,
      "models: [m]\ngateway: {enabled: true, replicas: 0, auth: {secretName: k}}",
      ["spec.gateway.replicas", "greater than or equal to 1"]),
+    ("gateway with fixed replicas and autoscaling", POOL,
+     "models: [m]\ngateway:\n  replicas: 2\n  autoscaling: {maxReplicas: 4}",
+     ["spec.gateway.autoscaling", "gateway.replicas (a fixed count) and gateway.autoscaling "
+      "(scaled on CPU) are exclusive: set one of them"]),
+    ("gateway autoscaling min above max", POOL,
+     "models: [m]\ngateway:\n  autoscaling: {minReplicas: 5, maxReplicas: 3}",
+     ["spec.gateway.autoscaling.minReplicas", "gateway.autoscaling.minReplicas must be less "
+      "than or equal to gateway.autoscaling.maxReplicas"]),
+    ("gateway CPU target below 10%", POOL,
+     "models: [m]\ngateway:\n  autoscaling: {targetCPUUtilizationPercentage: 5}",
+     ["spec.gateway.autoscaling.targetCPUUtilizationPercentage", "greater than or equal to 10"]),
     ("unknown wakeCold", POOL,
      "models: [m]\nqueue:\n  tiers:\n  - {name: relax, weight: 1, wakeCold: Sometimes}",
      ["spec.queue.tiers[0].wakeCold", "Unsupported value", "NearMaxWait"]),
@@ -135,7 +160,14 @@ def test_gateway_defaults(kubectl: Kubectl, crds: None, k8s_namespace: str) -> N
     got = kubectl("get", "gp", name, "-n", k8s_namespace, "-o",
                   "jsonpath={.spec.gateway.replicas}/{.spec.gateway.resources.cpu}/"
                   "{.spec.gateway.resources.memory}").stdout
-    assert got == "2/500m/512Mi"
+    assert got == "/500m/512Mi"  # replicas unset: 2 unless autoscaling is set (exclusive)
+    scaled = unique("p")
+    kubectl("apply", "-n", k8s_namespace, "-f", "-", input=POOL.format(name=scaled, spec=indent(
+        "models: [m]\ngateway: {enabled: true, auth: {secretName: keys}, autoscaling: {}}")))
+    got = kubectl("get", "gp", scaled, "-n", k8s_namespace, "-o",
+                  "jsonpath={.spec.gateway.autoscaling}").stdout
+    assert json.loads(got) == {"minReplicas": 2, "maxReplicas": 10,
+                               "targetCPUUtilizationPercentage": 70}
 
 
 # --- spec edits that would strand a backlog (transition rules with oldSelf) -------------------

@@ -63,6 +63,9 @@ class PoolContext:
     # The pool's own metadata.labels: some are propagated to worker pods (the dev runner label).
     pool_labels: dict[str, str] = field(default_factory=dict)
     defaults: OperatorDefaults = OperatorDefaults()
+    # The `<pool>-gateway` Deployment exists: with gateway.autoscaling its replica count is
+    # then the HPA's, left out of what the operator applies.
+    gateway_exists: bool = False
 
     @property
     def owner(self) -> Owner:

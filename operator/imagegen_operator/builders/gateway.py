@@ -1,7 +1,8 @@
 """Pool → its HTTP gateway (spec.gateway, when enabled): a `<pool>-gateway` Deployment (no GPU,
-non-root, read-only root filesystem, probes, resources, spread over nodes), its ClusterIP Service
-and a PodDisruptionBudget. The pods read the pool's worker ConfigMap (models, limits, tiers,
-topics), the same Kafka/Redis env as the workers, and the API keys from the auth Secret.
+non-root, read-only root filesystem, probes, resources, spread over nodes), its ClusterIP Service,
+a PodDisruptionBudget and, with spec.gateway.autoscaling, a HorizontalPodAutoscaler (CPU) that
+owns the Deployment's replica count. The pods read the pool's worker ConfigMap (models, limits,
+tiers, topics), the same Kafka/Redis env as the workers, and the API keys from the auth Secret.
 
 Pure; called by workload.pool_children. Image: imagegen_gateway (`imagegen-gateway`).
 """
@@ -63,6 +64,16 @@ def _env(ctx: PoolContext) -> list[Manifest]:
     ]
 
 
+def replicas(ctx: PoolContext) -> int | None:
+    """spec.replicas of the applied Deployment. None (left out) when the autoscaler owns it:
+    applying a value would fight the HPA every pass. Only a Deployment about to be created
+    gets autoscaling.minReplicas, so it does not start at the API server's default of 1."""
+    gw = ctx.spec.gateway
+    if gw.autoscaling is None:
+        return gw.fixed_replicas
+    return None if ctx.gateway_exists else gw.autoscaling.min_replicas
+
+
 def deployment(ctx: PoolContext) -> Manifest:
     gw = ctx.spec.gateway
     if not gw.auth.secret_name:
@@ -109,12 +120,13 @@ def deployment(ctx: PoolContext) -> Manifest:
         pod["nodeSelector"] = dict(gw.node_selector)
     if gw.tolerations:
         pod["tolerations"] = _tolerations(gw.tolerations)
+    count = replicas(ctx)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {**_meta(ctx, name, "gateway"), "labels": _labels(ctx)},
         "spec": {
-            "replicas": gw.replicas,
+            **({"replicas": count} if count is not None else {}),
             "revisionHistoryLimit": 3,
             "selector": {"matchLabels": selector(ctx)},
             "strategy": {"type": "RollingUpdate",
@@ -154,6 +166,48 @@ def pdb(ctx: PoolContext) -> Manifest:
     }
 
 
+def hpa(ctx: PoolContext) -> Manifest:
+    """The autoscaler of spec.gateway.autoscaling (autoscaling/v2, CPU utilization)."""
+    scaling = ctx.spec.gateway.autoscaling
+    if scaling is None:
+        raise BuildError("spec.gateway.autoscaling is not set: the gateway has fixed replicas")
+    name = naming.gateway_name(ctx.name)
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {**_meta(ctx, name, "gateway"), "labels": _labels(ctx)},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+            "minReplicas": scaling.min_replicas,
+            "maxReplicas": scaling.max_replicas,
+            "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
+                "type": "Utilization",
+                "averageUtilization": scaling.target_cpu_utilization_percentage}}}],
+        },
+    }
+
+
+def replicas_handover(ctx: PoolContext, current: int) -> Manifest:
+    """Applied under a second field manager just before the operator's own apply first leaves
+    spec.replicas out: with server-side apply, a field its only manager stops applying is
+    removed (the Deployment would drop to 1 pod until the HPA's next sync). This manager keeps
+    the current count (within the autoscaler's bounds) until the HPA writes its own."""
+    scaling = ctx.spec.gateway.autoscaling
+    if scaling is None:
+        raise BuildError("spec.gateway.autoscaling is not set: no replicas to hand over")
+    keep = min(max(current, scaling.min_replicas), scaling.max_replicas)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": naming.gateway_name(ctx.name), "namespace": ctx.namespace},
+        "spec": {"replicas": keep},
+    }
+
+
 def children(ctx: PoolContext) -> list[Manifest]:
-    """Deployment, Service, PDB (applied after the ConfigMap the pods mount)."""
-    return [deployment(ctx), service(ctx), pdb(ctx)]
+    """Deployment, Service, PDB (applied after the ConfigMap the pods mount), and the HPA when
+    the gateway scales on CPU."""
+    out = [deployment(ctx), service(ctx), pdb(ctx)]
+    if ctx.spec.gateway.autoscaling is not None:
+        out.append(hpa(ctx))
+    return out
