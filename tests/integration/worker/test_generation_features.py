@@ -22,14 +22,16 @@ from typing import Any
 
 import numpy as np
 import pytest
+import redis.asyncio as aioredis
 from imagegen_api.messages import (
     IMAGE_INPUT_MAX_BYTES,
     GenerationRequest,
     GenerationResult,
+    Heartbeat,
     ImageInput,
     LoraChoice,
 )
-from imagegen_api.naming import object_prefix
+from imagegen_api.naming import object_prefix, workers_key
 from imagegen_api.specs import GenerationDefaults, ImageModelSpec, LoraAdapter, ModelLimits
 from imagegen_api.workerconfig import CacheSettings, ModelEntry
 from imagegen_worker import encode, watermark
@@ -185,6 +187,17 @@ class TestLoras:
             # Batched with others of its set, floats may differ in the last bit: not more.
             assert own <= 0.05 and np.abs(got - px[label]).max() <= 2, (label, own)
             assert min(others) > 1.0, (label, others)
+
+    async def test_heartbeat_lists_the_loaded_adapters(self, features: Features) -> None:
+        f = features
+        client = aioredis.from_url(f.pool.stack.redis_url)
+        try:
+            raw = await client.hget(workers_key(NAMESPACE, f.pool.name), f.worker.name)
+        finally:
+            await client.aclose()
+        assert raw is not None
+        hb = Heartbeat.from_bytes(raw)
+        assert sorted(hb.loras) == ["styled/ink", "styled/style"], hb
 
     async def test_an_undeclared_adapter_is_rejected_naming_it(self, features: Features
                                                                ) -> None:
