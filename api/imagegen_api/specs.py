@@ -13,10 +13,12 @@ from pydantic import ConfigDict, Field, JsonValue, field_validator, model_valida
 
 from . import naming
 from .base import JsonDict, KubeModel, cel
+from .families import BUILTIN_FAMILIES, FAMILIES
 
 # Enums and limits stated once: the CRD schema, the worker's request validation and the CLI's
 # choices all read these.
-Sampler = Literal["euler", "euler_a", "ddim", "dpmpp_2m", "lcm"]
+# Every family's samplers (families.FAMILIES says which ones each family may use).
+Sampler = Literal["euler", "euler_a", "ddim", "dpmpp_2m", "lcm", "heun"]
 SAMPLERS: tuple[str, ...] = get_args(Sampler)
 PipelineFamily = Literal["sdxl", "sd15", "sd3", "flux", "auto"]
 DType = Literal["float16", "bfloat16", "float32"]
@@ -32,7 +34,7 @@ SOURCE_PATTERN = (
     r"|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?"
     r"|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/[^\s]*)?"
     r"|file:///[^\s]*"
-    r"|builtin://(tiny|shapes)-sdxl)$"
+    r"|builtin://(" + "|".join(BUILTIN_FAMILIES) + r"))$"
 )
 # Local sources the worker refuses to read (pipelines/sources.py checks the same after decoding):
 # a `..` segment (also percent-encoded) would leave the claim's volume, and /dev, /proc, /sys
@@ -128,6 +130,38 @@ class Optimizations(KubeModel):
     fp8: bool = Field(False, description="Lossy, opt-in: fp8 matmuls.")
 
 
+def _builtin_message(name: str, fam: str) -> str:
+    return f"builtin://{name} is {FAMILIES[fam].title} pipeline: set pipeline to {fam}"
+
+
+def _family_rules() -> list[JsonValue]:
+    """CEL twins of family_errors (the rule, its message, its field), from families.FAMILIES."""
+    rules: list[JsonValue] = []
+    for name, fam in BUILTIN_FAMILIES.items():
+        rules.append(cel(f"self.source != 'builtin://{name}' || self.pipeline == '{fam}'",
+                         _builtin_message(name, fam), ".pipeline"))
+    by_samplers: dict[tuple[str, ...], list[str]] = {}
+    for fam, facts in FAMILIES.items():
+        by_samplers.setdefault(facts.samplers, []).append(fam)
+    for allowed, fams in by_samplers.items():
+        listed, names = ", ".join(f"'{s}'" for s in allowed), ", ".join(f"'{f}'" for f in fams)
+        rules.append(cel(f"!(self.pipeline in [{names}]) || self.defaults.sampler in [{listed}]",
+                         f"defaults.sampler must be one of {', '.join(allowed)} for pipeline "
+                         f"{', '.join(fams)}", ".defaults.sampler"))
+    for fam, facts in FAMILIES.items():
+        if facts.side_multiple != SIDE_MULTIPLE:
+            m = facts.side_multiple
+            rules.append(cel(f"self.pipeline != '{fam}' || (self.defaults.width % {m} == 0 && "
+                             f"self.defaults.height % {m} == 0)",
+                             f"defaults.width and defaults.height must be multiples of {m} for "
+                             f"pipeline {fam}", ".defaults"))
+        if not facts.negative_prompt:
+            rules.append(cel(f"self.pipeline != '{fam}' || self.defaults.negativePrompt == ''",
+                             f"pipeline {fam} reads no negative prompt: leave "
+                             "defaults.negativePrompt empty", ".defaults.negativePrompt"))
+    return rules
+
+
 class ImageModelSpec(KubeModel):
     model_config = KubeModel.model_config | ConfigDict(
         json_schema_extra={
@@ -142,11 +176,7 @@ class ImageModelSpec(KubeModel):
                     "defaults.steps must not exceed limits.maxSteps",
                     ".defaults.steps",
                 ),
-                cel(
-                    "!self.source.startsWith('builtin://') || self.pipeline == 'sdxl'",
-                    "builtin://tiny-sdxl is an SDXL pipeline: set pipeline to sdxl",
-                    ".pipeline",
-                ),
+                *_family_rules(),
             ]
         }
     )
@@ -155,7 +185,8 @@ class ImageModelSpec(KubeModel):
         pattern=SOURCE_PATTERN,
         max_length=512,
         description="Where the weights come from: hf://org/repo@revision, s3://bucket/prefix, "
-        "pvc://claim/path, file:///path, builtin://tiny-sdxl (random weights, CPU tests) or "
+        "pvc://claim/path, file:///path, builtin://tiny-sdxl, builtin://tiny-sd3, "
+        "builtin://tiny-flux (random weights, CPU tests; pipeline sdxl, sd3, flux) or "
         "builtin://shapes-sdxl (trained in code on shapes, the CPU demo). Immutable.",
         json_schema_extra={
             "x-kubernetes-validations": [
@@ -167,7 +198,11 @@ class ImageModelSpec(KubeModel):
             ]
         },
     )
-    pipeline: PipelineFamily = Field("sdxl", description="Pipeline family of the weights.")
+    pipeline: PipelineFamily = Field(
+        "sdxl", description="Pipeline family of the weights: it decides the samplers a request "
+        "may name (sdxl, sd15, auto: euler, euler_a, ddim, dpmpp_2m, lcm; sd3: euler, heun; "
+        "flux: euler), the image side multiple (16 for sd3 and flux) and whether a negative "
+        "prompt is read (not by flux). auto loads UNet checkpoints by their model_index.json.")
     dtype: DType = "float16"
     revision: str | None = Field(None, max_length=128)
     defaults: GenerationDefaults = GenerationDefaults()
@@ -189,9 +224,28 @@ class ImageModelSpec(KubeModel):
             raise ValueError("defaults.width x defaults.height must not exceed limits.maxPixels")
         if d.steps > lim.max_steps:
             raise ValueError("defaults.steps must not exceed limits.maxSteps")
-        if self.source.startswith("builtin://") and self.pipeline != "sdxl":
-            raise ValueError("builtin://tiny-sdxl is an SDXL pipeline: set pipeline to sdxl")
+        for message in family_errors(self):
+            raise ValueError(message)
         return self
+
+
+def family_errors(spec: ImageModelSpec) -> list[str]:
+    """What the spec asks that its pipeline family cannot do (empty: nothing)."""
+    errors = []
+    name = spec.source.removeprefix("builtin://") if spec.source.startswith("builtin://") else None
+    if name is not None and BUILTIN_FAMILIES.get(name, spec.pipeline) != spec.pipeline:
+        errors.append(_builtin_message(name, BUILTIN_FAMILIES[name]))
+    facts, d = FAMILIES[spec.pipeline], spec.defaults
+    if d.sampler not in facts.samplers:
+        errors.append(f"defaults.sampler must be one of {', '.join(facts.samplers)} for "
+                      f"pipeline {spec.pipeline}")
+    if d.width % facts.side_multiple or d.height % facts.side_multiple:
+        errors.append(f"defaults.width and defaults.height must be multiples of "
+                      f"{facts.side_multiple} for pipeline {spec.pipeline}")
+    if d.negative_prompt and not facts.negative_prompt:
+        errors.append(f"pipeline {spec.pipeline} reads no negative prompt: leave "
+                      "defaults.negativePrompt empty")
+    return errors
 
 
 # --- GenerationPool --------------------------------------------------------------------------

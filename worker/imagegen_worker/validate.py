@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from imagegen_api.families import FAMILIES
 from imagegen_api.messages import (
     REQUEST_ID_CHARS,
     REQUEST_ID_MAX,
@@ -24,7 +25,7 @@ from imagegen_api.messages import (
     GenerationRequest,
     ResultStatus,
 )
-from imagegen_api.specs import GUIDANCE_RANGE, MIN_SIDE, OUTPUT_FORMATS, SAMPLERS, SIDE_MULTIPLE
+from imagegen_api.specs import GUIDANCE_RANGE, MIN_SIDE, OUTPUT_FORMATS
 from imagegen_api.workerconfig import WorkerConfig
 from pydantic import ValidationError
 
@@ -174,15 +175,18 @@ def validate(
 
     # --- parameters against the model ----------------------------------------------------------
     d, lim = spec.defaults, spec.limits
+    family = FAMILIES[spec.pipeline]  # samplers, side multiple, negative prompt
     width = d.width if req.width is None else req.width
     height = d.height if req.height is None else req.height
+    multiple = family.side_multiple
     for name, side in (("width", width), ("height", height)):
         if side < MIN_SIDE:
             return fail("invalid_field", f"{name} {side} is below {MIN_SIDE}", name,
                         f">= {MIN_SIDE}", model=model_name)
-        if side % SIDE_MULTIPLE:
-            return fail("invalid_field", f"{name} {side} is not a multiple of {SIDE_MULTIPLE}",
-                        name, f"multiple of {SIDE_MULTIPLE}", model=model_name)
+        if side % multiple:
+            return fail("invalid_field", f"{name} {side} is not a multiple of {multiple} "
+                        f"(pipeline {spec.pipeline})", name, f"multiple of {multiple}",
+                        model=model_name)
     if width * height > lim.max_pixels:
         return fail("limit_exceeded", f"{width}x{height} = {width * height} pixels exceeds the "
                     f"model's limit of {lim.max_pixels}", "width,height",
@@ -203,9 +207,14 @@ def validate(
                     "guidance", f"{lo:g}..{hi:g}", model=model_name)
 
     sampler = d.sampler if req.sampler is None else req.sampler
-    if sampler not in SAMPLERS:
-        return fail("invalid_field", f"unknown sampler {sampler!r}", "sampler",
-                    "one of: " + ", ".join(SAMPLERS), model=model_name)
+    if sampler not in family.samplers:
+        return fail("invalid_field", f"sampler {sampler!r} cannot be used by model {model_name} "
+                    f"(pipeline {spec.pipeline})", "sampler",
+                    "one of: " + ", ".join(family.samplers), model=model_name)
+    if req.negative_prompt and not family.negative_prompt:
+        return fail("invalid_field", f"model {model_name} (pipeline {spec.pipeline}) reads no "
+                    "negative prompt: its guidance is distilled", "negative_prompt",
+                    "empty", model=model_name)
 
     if req.num_images < 1:
         return fail("invalid_field", f"num_images {req.num_images} must be at least 1",

@@ -80,7 +80,7 @@ def test_choices_and_limits_come_from_the_contract(capsys: pytest.CaptureFixture
     """Samplers, output formats and the guidance range are stated once, in imagegen_api.specs."""
     from imagegen_api.specs import GUIDANCE_RANGE, OUTPUT_FORMATS, SAMPLERS, GenerationDefaults
 
-    assert SAMPLERS == ("euler", "euler_a", "ddim", "dpmpp_2m", "lcm")
+    assert SAMPLERS == ("euler", "euler_a", "ddim", "dpmpp_2m", "lcm", "heun")
     assert OUTPUT_FORMATS == ("png", "webp", "jpeg")
     schema = GenerationDefaults.model_json_schema()["properties"]
     assert (schema["guidance"]["minimum"], schema["guidance"]["maximum"]) == GUIDANCE_RANGE

@@ -7,12 +7,14 @@ use, so modules that only build jobs stay light.
 
     jobs.py          ImageJob, batch_key
     runner.py        ModelRunner (load, count_tokens, generate, warmup)
-    samplers.py      sampler name → scheduler class, a fresh scheduler per call
+    samplers.py      (family, sampler name) → scheduler class, a fresh scheduler per call
     sources.py       source URI → local weights + revision (s3.py, hf.py for remote sources)
-    loader.py        pipeline class per family, dtype, variant, LoRA adapters
+    loader.py        pipeline class per family, family check, dtype, variant, LoRA adapters
     optimize.py      speed levers (channels_last, fuse_qkv, compile, …)
     architecture.py  SDXL-architecture pipelines with random weights (builtin://tiny-sdxl, bench)
+    flow.py          SD3 and Flux pipelines with random weights (builtin://tiny-sd3, tiny-flux)
     tokenizer.py     an offline CLIP tokenizer for those
+    t5tokenizer.py   an offline T5 tokenizer for the flow-matching ones
 """
 
 from __future__ import annotations

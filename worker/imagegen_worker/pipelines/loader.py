@@ -15,6 +15,8 @@ import torch
 from diffusers import (
     AutoPipelineForText2Image,
     DiffusionPipeline,
+    FluxPipeline,
+    StableDiffusion3Pipeline,
     StableDiffusionPipeline,
     StableDiffusionXLPipeline,
 )
@@ -22,13 +24,15 @@ from diffusers.utils import logging as diffusers_logging
 from imagegen_api.specs import LoraAdapter
 from transformers.utils import logging as transformers_logging
 
-from . import sources
+from . import samplers, sources
 
 log = logging.getLogger(__name__)
 
 FAMILY_CLASSES: dict[str, Any] = {
     "sdxl": StableDiffusionXLPipeline,
     "sd15": StableDiffusionPipeline,
+    "sd3": StableDiffusion3Pipeline,
+    "flux": FluxPipeline,
 }
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 VARIANTS = {"float16": "fp16", "bfloat16": "fp16"}  # hub repos publish half weights as fp16
@@ -79,6 +83,19 @@ def load_pipeline(path: Path, family: str, dtype: torch.dtype, *, variant: str |
         log.info("AutoPipelineForText2Image cannot load %s (%s): using DiffusionPipeline",
                  path, err)
         return DiffusionPipeline.from_pretrained(path, **options)
+
+
+def check_family(pipe: Any, family: str) -> None:
+    """ModelLoadError when the weights' scheduler is not of the family's kind: a flow-matching
+    model (SD3, Flux) declared as a UNet family would get UNet samplers, and the reverse."""
+    flow = samplers.is_flow_scheduler(pipe.scheduler)
+    if flow != (family in samplers.FLOW_FAMILIES):
+        kind = "a flow-matching" if flow else "a UNet-style"
+        want = "sd3 or flux" if flow else "sdxl, sd15 or auto"
+        raise ModelLoadError(
+            f"the weights ship {kind} scheduler ({type(pipe.scheduler).__name__}, "
+            f"{type(pipe).__name__}) but the ImageModel declares pipeline {family}: "
+            f"set pipeline to {want}")
 
 
 def peft_available() -> bool:

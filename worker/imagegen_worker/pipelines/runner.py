@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import inspect
 import logging
 import threading
 import time
@@ -28,7 +29,7 @@ import torch
 from imagegen_api.specs import ImageModelSpec
 from PIL import Image
 
-from . import architecture, loader, optimize, samplers, sources
+from . import architecture, flow, loader, optimize, samplers, sources
 from .jobs import Adapters, ImageJob, batch_key
 
 log = logging.getLogger(__name__)
@@ -93,11 +94,17 @@ class ModelRunner:
         if weights.path is None:
             arch = sources.BUILTIN_MODELS[weights.source.location]
             # Built on the CPU whatever the device: identical weights everywhere, then moved.
-            pipe = architecture.build_sdxl_pipeline(arch, seed=BUILTIN_SEED, dtype=dtype)
-            log.info("builtin %s weights fingerprint %s", arch.name, architecture.fingerprint(pipe))
+            if isinstance(arch, flow.FlowArchitecture):
+                pipe = flow.build_flow_pipeline(arch, seed=BUILTIN_SEED, dtype=dtype)
+                weights_id = flow.fingerprint(pipe)
+            else:
+                pipe = architecture.build_sdxl_pipeline(arch, seed=BUILTIN_SEED, dtype=dtype)
+                weights_id = architecture.fingerprint(pipe)
+            log.info("builtin %s weights fingerprint %s", arch.name, weights_id)
         else:
             pipe = loader.load_pipeline(weights.path, spec.pipeline, dtype,
                                         variant=loader.variant_for(weights.path, spec.dtype))
+        loader.check_family(pipe, spec.pipeline)
         pipe.to(dev)
         lora_revisions = loader.load_loras(pipe, list(spec.loras), cache_dir=cache_dir)
         revision = weights.revision
@@ -153,17 +160,21 @@ class ModelRunner:
             raise ValueError("generate() needs jobs with the same batch_key")
         first = jobs[0]
         run = self._pad_to_bucket(jobs)
-        extra: dict[str, Any] = {"width": first.width, "height": first.height}
+        size: dict[str, Any] = {"width": first.width, "height": first.height}
+        extra = dict(size)
         if first.mode != "txt2img":
             extra = {"image": [j.init_image for j in run], "strength": first.strength}
         if first.mode == "inpaint":
-            extra.update(mask_image=[j.mask_image for j in run], width=first.width,
-                         height=first.height)
+            extra.update(mask_image=[j.mask_image for j in run], **size)
         with self._lock:
             self._use_adapters(first.loras)
+            pipe = self._pipeline_for(first.mode)
+            if first.mode == "img2img" and _takes_size(pipe):
+                extra.update(size)  # SD3's and Flux's img2img default to their native size
             # shares the modules, not the per-call state
-            call = copy.copy(self._pipeline_for(first.mode))
-            call.scheduler = samplers.fresh_scheduler(first.sampler, self._scheduler_config)
+            call = copy.copy(pipe)
+            call.scheduler = samplers.fresh_scheduler(self.spec.pipeline, first.sampler,
+                                                      self._scheduler_config)
             negatives = [j.negative_prompt for j in run]
             out = call(
                 prompt=[j.prompt for j in run],
@@ -251,6 +262,12 @@ class ModelRunner:
             if tok is not None:
                 return tok
         raise RuntimeError(f"{type(self.pipeline).__name__} has no tokenizer")
+
+
+def _takes_size(pipe: Any) -> bool:
+    """Whether the pipeline's call takes width and height (SDXL's img2img takes the image's)."""
+    params = inspect.signature(type(pipe).__call__).parameters
+    return "width" in params and "height" in params
 
 
 def generators(jobs: list[ImageJob]) -> list[torch.Generator]:

@@ -2,9 +2,11 @@
 
 `resolve` is called by `ModelRunner.load` (for the model and each LoRA) and by the prefetch Job.
 Remote sources (s3://, hf://) are downloaded into the model cache once and reused; local ones
-(file://, pvc://) are read in place; builtin://tiny-sdxl has no files at all.
+(file://, pvc://) are read in place; builtin://tiny-* models have no files at all.
 
-    builtin://tiny-sdxl      built in code                    revision builtin:tiny-sdxl:v2
+    builtin://tiny-sdxl      built in code (architecture.py)  revision builtin:tiny-sdxl:v2
+    builtin://tiny-sd3       built in code (flow.py)          revision builtin:tiny-sd3:v1
+    builtin://tiny-flux      built in code (flow.py)          revision builtin:tiny-flux:v1
     builtin://shapes-sdxl    trained, dev cache (builtin.py)  revision builtin:shapes-sdxl:<version>
     file:///abs/dir          that folder                      revision sha256:<content hash>
     pvc://claim/path         <model cache root>/path          revision sha256:<content hash>
@@ -34,14 +36,18 @@ from urllib.parse import unquote, urlsplit
 
 from imagegen_api import naming, specs
 
-from . import architecture, builtin
+from . import architecture, builtin, flow
 
 log = logging.getLogger(__name__)
 
 # A progress line for people watching a download (the prefetch Job prints them).
 Progress = Callable[[str], None]
 
-BUILTIN_MODELS = {"tiny-sdxl": architecture.TINY}
+# builtin://<name> → the architecture built in code on load (families.BUILTIN_FAMILIES: the family).
+BUILTIN_MODELS: dict[str, architecture.SdxlArchitecture | flow.FlowArchitecture] = {
+    "tiny-sdxl": architecture.TINY,
+    **flow.ARCHITECTURES,
+}
 
 # Bounds on what a local source may hold: above any real checkpoint (the largest public
 # diffusion models are ~60 GB in float32), far below a runaway folder such as / or /proc.
