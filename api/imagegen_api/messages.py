@@ -143,6 +143,10 @@ class JobRecord(Message):
     tier: str | None = None
     attempts: int = 0
     result: GenerationResult | None = None
+    # The API key name that submitted the request through a gateway (written by the gateway
+    # before it produces): GET /v1/generations/{id} answers that key only. None: not submitted
+    # through a gateway.
+    owner: str | None = None
 
     def to_hash(self) -> dict[str, str]:
         h = {
@@ -155,6 +159,8 @@ class JobRecord(Message):
             h["worker"] = self.worker
         if self.tier:
             h["tier"] = self.tier
+        if self.owner:
+            h["owner"] = self.owner
         if self.result is not None:
             h["result"] = self.result.model_dump_json(exclude_none=True)
         return h
@@ -172,6 +178,7 @@ class JobRecord(Message):
             tier=d.get("tier"),
             attempts=int(d.get("attempts", 0)),
             result=result,
+            owner=d.get("owner"),
         )
 
 

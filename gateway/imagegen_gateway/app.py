@@ -5,6 +5,10 @@ with the app's lifespan. `create_app` is called by `main` and by the tests.
 Every refusal (bad body, unknown model, size the model refuses, wrong content type, oversized
 body, missing or unknown key, tier not allowed, rate limit) is answered in OpenAI's error shape
 before anything is produced to Kafka.
+
+Job records are per key: before producing, the gateway writes the submitting key's name into
+the request's job record (`owner`); GET /v1/generations/{id} answers that key only, and any
+other key gets the same 404 as an unknown id (a 403 would confirm that the id exists).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -213,6 +217,22 @@ def create_app(settings: GatewaySettings, pool: WorkerConfig, keys: keyring.KeyR
                                     headers={"Retry-After": str(decision.retry_after_seconds)})
         return key, planned
 
+    async def record_owner(request_id: str, key: keyring.ApiKey) -> None:
+        """The submitting key's name into the job record, before anything is produced (the
+        worker adds its fields to the same hash later); without it the job could not be read
+        back, so a job store that does not answer refuses the request."""
+        assert rt.jobs is not None
+        job = naming.job_key(pool.namespace, pool.pool, request_id)
+        try:
+            async with rt.jobs.pipeline(transaction=True) as pipe:
+                pipe.hset(job, "owner", key.name)
+                pipe.expire(job, settings.accepted_ttl_seconds)
+                await pipe.execute()
+        except aioredis.RedisError as exc:
+            raise reqs.GatewayError(503, f"job store unavailable: {type(exc).__name__}",
+                                    code="unavailable", kind="server_error",
+                                    headers={"Retry-After": "5"}) from None
+
     async def produce(planned: reqs.Planned) -> None:
         if rt.producer is None or not rt.started:
             raise reqs.GatewayError(503, "gateway not connected to Kafka", code="unavailable",
@@ -244,6 +264,7 @@ def create_app(settings: GatewaySettings, pool: WorkerConfig, keys: keyring.KeyR
         if planned.request.webhook is not None:  # also called when the caller timed out
             await delivery.register(rt.jobs, pool, rid, planned.request.webhook, key.name,
                                     settings.accepted_ttl_seconds)
+        await record_owner(rid, key)
         fut = rt.fanout.expect(rid)
         m.in_flight.inc()
         try:
@@ -273,6 +294,7 @@ def create_app(settings: GatewaySettings, pool: WorkerConfig, keys: keyring.KeyR
         if planned.request.webhook is not None:  # before producing: a fast result finds it
             await delivery.register(rt.jobs, pool, rid, planned.request.webhook, key.name,
                                     settings.accepted_ttl_seconds)
+        await record_owner(rid, key)
         await produce(planned)
         with contextlib.suppress(aioredis.RedisError):  # the record is the truth; this is a hint
             await rt.jobs.set(naming.accepted_key(pool.namespace, pool.pool, rid),
@@ -284,21 +306,25 @@ def create_app(settings: GatewaySettings, pool: WorkerConfig, keys: keyring.KeyR
 
     @app.get("/v1/generations/{request_id}")
     async def generation(request_id: str, request: Request) -> JSONResponse:
-        authenticate(request)
+        key = authenticate(request)
         assert rt.jobs is not None
-        raw = await rt.jobs.hgetall(naming.job_key(pool.namespace, pool.pool, request_id))
+        not_found = reqs.GatewayError(404, f"no generation {request_id!r} in pool {pool.pool}",
+                                      param="id", code="not_found")
+        raw = cast(dict[bytes, bytes], await rt.jobs.hgetall(
+            naming.job_key(pool.namespace, pool.pool, request_id)))
+        if owner_of(raw) != key.name:  # another key's, not the gateway's, or unknown: alike
+            raise not_found
         hook = await delivery.view(rt.jobs, pool, request_id)
         extra = {"webhook": hook} if hook is not None else {}
-        if raw:
-            return JSONResponse(job_view(JobRecord.from_hash(cast(dict[bytes, bytes], raw)))
-                                | extra)
+        record = worker_record(raw)
+        if record is not None:
+            return JSONResponse(job_view(record) | extra)
         tier = await rt.jobs.get(naming.accepted_key(pool.namespace, pool.pool, request_id))
         if tier is not None:
             return JSONResponse({"id": request_id, "object": "generation", "state": "queued",
                                  "tier": tier.decode() if isinstance(tier, bytes)
                                  else tier} | extra)
-        raise reqs.GatewayError(404, f"no generation {request_id!r} in pool {pool.pool}",
-                                param="id", code="not_found")
+        raise not_found
 
     @app.get("/v1/models")
     async def models(request: Request) -> JSONResponse:
@@ -332,6 +358,20 @@ def queue_view(load: shedding.Load | None) -> dict[str, Any]:
     wait = load.wait_seconds
     return {"position": load.backlog + 1, "throughput_per_second": round(load.throughput, 3),
             "estimated_wait_seconds": None if wait is None else round(wait, 1)}
+
+
+def owner_of(raw: Mapping[bytes, bytes]) -> str | None:
+    """The key name a gateway recorded in a job record hash (None: none recorded)."""
+    owner = raw.get(b"owner")
+    return owner.decode() if owner is not None else None
+
+
+def worker_record(raw: Mapping[bytes, bytes]) -> JobRecord | None:
+    """The job record once a worker has written it; None while the hash holds only what the
+    gateway wrote at submit (the owner)."""
+    if b"request_id" not in raw or b"state" not in raw:
+        return None
+    return JobRecord.from_hash(dict(raw))
 
 
 def job_view(record: JobRecord) -> dict[str, Any]:

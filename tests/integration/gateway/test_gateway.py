@@ -213,6 +213,41 @@ async def test_async_generation_202_then_poll(served: tuple[Pool, Gateway]) -> N
     assert status == 404 and missing["error"]["param"] == "id"
 
 
+async def test_a_job_answers_only_the_key_that_submitted_it(served: tuple[Pool, Gateway]
+                                                           ) -> None:
+    """Another key gets the 404 of an unknown id (not 403: ids cannot be probed), before and
+    after the worker wrote the record; the submitting key reads it throughout."""
+    _, gw = served
+    body = json.dumps({"prompt": "a red square", "model": "tiny", "size": "64x64",
+                       "tier": "relax", "negative_prompt": f"owner {RUN}"}).encode()
+    status, _, data = await asyncio.to_thread(gw.call, "POST", "/v1/generations", body,
+                                              key=KEYS["relax"])
+    assert status == 202, data
+    rid = data["id"]
+
+    def read(key: str) -> tuple[int, Any]:
+        code, _, view = gw.call("GET", f"/v1/generations/{rid}", key=key)
+        return code, view
+
+    code, theirs = await asyncio.to_thread(read, KEYS["all"])
+    assert code == 404, theirs
+    assert theirs["error"] == {**theirs["error"], "code": "not_found", "param": "id"}
+    _, _, unknown = await asyncio.to_thread(gw.call, "GET", "/v1/generations/gw-unknown0000")
+    assert theirs["error"]["message"].replace(rid, "X") == \
+        unknown["error"]["message"].replace("gw-unknown0000", "X")
+    deadline = time.monotonic() + 150
+    mine: Any = None
+    while time.monotonic() < deadline:
+        code, mine = await asyncio.to_thread(read, KEYS["relax"])
+        assert code == 200, mine
+        if mine["state"] == "succeeded":
+            break
+        await asyncio.sleep(0.3)
+    assert mine["state"] == "succeeded" and len(mine["images"]) == 1, mine
+    code, theirs = await asyncio.to_thread(read, KEYS["all"])
+    assert code == 404 and theirs["error"]["code"] == "not_found", theirs
+
+
 async def test_models_lists_the_pool_models(served: tuple[Pool, Gateway]) -> None:
     _, gw = served
     models = await asyncio.to_thread(lambda: gw.client().models.list().data)
