@@ -201,3 +201,29 @@ def test_img2img_and_inpainting_on_flow_models(model: ModelRunner) -> None:
     assert type(model._derived["img2img"]).__name__.endswith("Img2ImgPipeline")
     assert np.array_equal(px(inpainted)[:, 48:], px(init)[:, 48:]), "unmasked pixels kept"
     assert not np.array_equal(px(inpainted)[:, :48], px(init)[:, :48])
+
+
+# --- speed levers -------------------------------------------------------------------------------
+
+
+def test_speed_levers_apply_to_flow_transformers(model: ModelRunner) -> None:
+    """channels_last, fuse_qkv, vae_tiling (allowed on the CPU here) and Flux's step cache run on
+    the transformer pipelines; SD3's transformer has no step cache in diffusers: skipped, named."""
+    from imagegen_api.specs import Optimizations
+
+    arch = flow.ARCHITECTURES[f"tiny-{model.name}"]
+    opts = Optimizations(channels_last=True, fuse_qkv=True, vae_tiling=True, step_cache=True)
+    fast = ModelRunner.from_pipeline(
+        "fast", flow.build_flow_pipeline(arch, seed=runner.BUILTIN_SEED),
+        spec(model.name, optimizations=opts), revision="x", device="cpu",
+        allow_cpu_levers=True)
+    report = fast.optimizations
+    assert {"channels_last", "fuse_qkv", "vae_tiling"} <= set(report.applied)
+    if model.name == "flux":
+        assert "step_cache" in report.applied
+    else:
+        assert report.skipped == {"step_cache": "diffusers has no step cache for "
+                                                "SD3Transformer2DModel"}
+    (image,) = fast.generate([job(9, width=64)])
+    assert image.size == (64, 64)
+    assert np.array_equal(px(image), px(fast.generate([job(9, width=64)])[0]))

@@ -13,8 +13,8 @@ Called by `ModelRunner.from_pipeline`. Each lever is reported as applied or skip
   log2(max batch) shapes exist per size. Mode from $IMAGEGEN_COMPILE_MODE (default
   max-autotune-no-cudagraphs); keep $TORCHINDUCTOR_CACHE_DIR on a volume to reuse compiled
   kernels across restarts.
-- step_cache: diffusers' first-block cache on transformer denoisers (Flux, SD3) only: diffusers
-  has no step cache for UNets (DeepCache would be a new package), so it is skipped for SDXL/SD1.5.
+- step_cache: diffusers' first-block cache, on denoisers that have one (Flux's transformer; not
+  SD3's in diffusers 0.42, nor UNets: DeepCache would be a new package), skipped elsewhere.
 - fp8: skipped: fp8 matmuls need torchao, which the worker image does not carry.
 """
 
@@ -75,7 +75,8 @@ def apply(
          lambda: _fuse_qkv(pipe, net)),
         ("vae_tiling", opts.vae_tiling, None, lambda: pipe.vae.enable_tiling()),
         ("step_cache", opts.step_cache,
-         None if hasattr(net, "enable_cache") else "no step cache for UNet models in diffusers",
+         None if hasattr(net, "enable_cache")
+         else f"diffusers has no step cache for {type(net).__name__}",
          lambda: _step_cache(net)),
         ("fp8", opts.fp8, "needs torchao (not installed)", lambda: None),
         ("compile", opts.compile, cuda_only, lambda: _compile(net, mode)),
