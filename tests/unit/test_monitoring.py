@@ -2,8 +2,9 @@
 
 Every PromQL expression of charts/imagegen-operator/files/prometheus-rules.yaml and
 files/dashboard.json is reduced to the metric names it reads; each must be a series of the
-operator's or a worker's registry (counters as <name>_total, histograms as _bucket/_sum/_count),
-or one of the few external series listed below. A renamed metric fails here, not silently in
+operator's, a worker's or a gateway's registry (counters as <name>_total, histograms as
+_bucket/_sum/_count), a series the file's own recording rules record, or one of the few external
+series listed below. A renamed metric fails here, not silently in
 someone's Grafana."""
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from imagegen_gateway.metrics import new_metrics as gateway_metrics
 from imagegen_operator.metrics import OperatorMetrics
 from imagegen_worker.metrics import WorkerMetrics
 from prometheus_client import CollectorRegistry
@@ -53,9 +55,17 @@ def metrics_in(expr: str) -> set[str]:
     return names
 
 
-def rule_exprs() -> dict[str, str]:
+def rules() -> list[dict[str, Any]]:
     doc = yaml.safe_load((FILES / "prometheus-rules.yaml").read_text())
-    return {r["alert"]: r["expr"] for g in doc["groups"] for r in g["rules"]}
+    return [r for g in doc["groups"] for r in g["rules"]]
+
+
+def rule_exprs() -> dict[str, str]:
+    """Alert or recorded series name → expression."""
+    return {r.get("alert") or r["record"]: r["expr"] for r in rules()}
+
+
+RECORDED = {r["record"] for r in rules() if "record" in r}
 
 
 def dashboard() -> dict[str, Any]:
@@ -71,7 +81,8 @@ def dashboard_exprs() -> dict[str, str]:
     return out
 
 
-KNOWN = series_of(OperatorMetrics().registry) | series_of(WorkerMetrics().registry) | EXTERNAL
+KNOWN = (series_of(OperatorMetrics().registry) | series_of(WorkerMetrics().registry)
+         | series_of(gateway_metrics().registry) | RECORDED | EXTERNAL)
 
 
 def test_the_extractor_finds_metrics_and_nothing_else() -> None:
@@ -103,11 +114,22 @@ def test_the_alerts_the_issue_asks_for_exist() -> None:
         "ImagegenBacklogOlderThanMaxWait", "ImagegenPoolAtMaxReplicasLagGrowing",
         "ImagegenWorkersCrashLooping", "ImagegenDeadLettersGrowing",
         "ImagegenQueueMetricsUnavailable", "ImagegenPartitionsStalled",
-        "ImagegenCacheBreakerOpen"}
-    rules = yaml.safe_load((FILES / "prometheus-rules.yaml").read_text())["groups"][0]["rules"]
-    for rule in rules:
+        "ImagegenCacheBreakerOpen", "ImagegenGatewayServerErrors", "ImagegenGatewayShedding"}
+    for rule in rules():
+        if "record" in rule:  # recording rules: level:metric:operation names
+            assert re.fullmatch(r"imagegen:[a-z0-9_]+:[a-z0-9_]+", rule["record"]), rule
+            continue
         assert rule["labels"]["severity"] in ("warning", "critical"), rule["alert"]
         assert rule["annotations"]["summary"], rule["alert"]
+
+
+def test_gateway_rules_read_the_api_routes_only() -> None:
+    """Probes and scrapes hit /healthz, /readyz and /metrics every few seconds: a ratio over
+    all routes would hide a failing API."""
+    exprs = rule_exprs()
+    assert 'route=~"/v1/.+"' in exprs["imagegen:gateway_api_requests:rate5m"]
+    for alert in ("ImagegenGatewayServerErrors", "ImagegenGatewayShedding"):
+        assert "imagegen:gateway_api_requests:rate5m" in metrics_in(exprs[alert]), alert
 
 
 def test_the_dashboard_covers_a_pool() -> None:
