@@ -98,6 +98,9 @@ class ErrorInfo(Message):
     message: str
     field: str | None = None
     limit: str | None = None
+    # Blocked after generation (spec.safety.checker): what the checker saw and its score (0-1).
+    reason: str | None = None
+    score: float | None = None
 
 
 class ImageRef(Message):
@@ -213,6 +216,7 @@ class Heartbeat(Message):
     images: int = 0  # images generated
     cache_hits: int = 0  # requests answered from the cache
     cache_misses: int = 0  # seeded requests the cache could not answer
+    blocked_images: int = 0  # images the safety checker flagged (never stored)
     batch_seconds_p50: float | None = None
     interval_seconds: float
     updated_at: float

@@ -478,9 +478,57 @@ class StorageSpec(KubeModel):
         "(a rule set before is removed).")
 
 
+# What a post-generation safety checker may be: an ImageModel-like source holding a diffusers
+# StableDiffusionSafetyChecker, or a checker built in code (worker pipelines/safety_models.py).
+BUILTIN_CHECKERS: tuple[str, ...] = ("redness",)
+CHECKER_SOURCE_PATTERN = (SOURCE_PATTERN.partition("|builtin://")[0]
+                          + "|builtin://(" + "|".join(BUILTIN_CHECKERS) + "))$")
+# A checker's score is in [0, 1]; an image whose score is above the threshold is flagged.
+SAFETY_THRESHOLD_RANGE: tuple[float, float] = (0.0, 1.0)
+
+
+class SafetyCheckerSpec(KubeModel):
+    """An image classifier run on every generated image before it is encoded or stored."""
+
+    source: str = Field(
+        pattern=CHECKER_SOURCE_PATTERN, max_length=512,
+        json_schema_extra={"x-kubernetes-validations": _source_rules()},
+        description="Where the checker comes from, as an ImageModel source: hf://, s3://, "
+        "pvc:// or file:// holding a diffusers StableDiffusionSafetyChecker (its folder, or a "
+        "model folder with safety_checker/ and feature_extractor/), or builtin://redness (a "
+        "classifier built in code whose score is the image's mean redness, for tests and "
+        "demos).")
+    threshold: float = Field(
+        0.5, ge=SAFETY_THRESHOLD_RANGE[0], le=SAFETY_THRESHOLD_RANGE[1],
+        description="An image whose score (0 to 1) is above this is blocked. For the diffusers "
+        "checker 0.5 is its own decision (score = 0.5 + its margin over the nearest concept's "
+        "threshold): higher blocks less, lower more; 1 never blocks (the check still runs and "
+        "is counted).")
+
+    _safe_source = field_validator("source")(check_source)
+
+
 class SafetySpec(KubeModel):
+    model_config = KubeModel.model_config | ConfigDict(
+        json_schema_extra={"x-kubernetes-validations": [
+            cel("!has(self.checker) || !has(self.enabled) || self.enabled",
+                "safety.checker is set while safety.enabled is false: enabled=false turns off "
+                "every safety check; remove the checker or enable safety"),
+        ]}
+    )
     enabled: bool = True
     blocklist: list[str] = Field(default_factory=list, max_length=1000)
+    checker: SafetyCheckerSpec | None = Field(
+        None, description="Post-generation check: every image is classified before it is "
+        "encoded; a request with a flagged image is answered blocked (reason and score in its "
+        "error) and none of its images is stored or cached. Unset: no check.")
+
+    @model_validator(mode="after")
+    def _checker_needs_enabled(self) -> SafetySpec:
+        if self.checker is not None and not self.enabled:
+            raise ValueError("safety.checker is set while safety.enabled is false: "
+                             "enabled=false turns off every safety check")
+        return self
 
 
 class ContentCredentialsSpec(KubeModel):

@@ -277,7 +277,9 @@ def result_error(result: GenerationResult) -> GatewayError | None:
     if result.status == "rejected":
         return GatewayError(400, message, param=param, code=err.code if err else "rejected")
     if result.status == "blocked":
-        return GatewayError(400, message, param="prompt", code="content_policy_violation")
+        # The prompt (the blocklist), or the images (the safety checker after generation).
+        return GatewayError(400, message, param=param or "prompt",
+                            code="content_policy_violation")
     if result.status == "expired":
         return GatewayError(504, message, code="deadline_exceeded", kind="timeout_error")
     return GatewayError(500, message, code=err.code if err else "generation_failed",

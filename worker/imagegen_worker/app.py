@@ -37,6 +37,7 @@ from .faults import Faults
 from .logs import fields
 from .metrics import WorkerMetrics
 from .results import ResultPublisher
+from .safety import SafetyChecker
 from .scheduler import Entry
 from .server import Health, HttpServer
 from .settings import Settings
@@ -65,6 +66,7 @@ class WorkerApp:
         self.started_at = time.time()
         self.runners: dict[str, Runner] = {}
         self.credentials: ContentCredentials | None = None  # output.contentCredentials
+        self.checker: SafetyChecker | None = None  # safety.checker, loaded with the models
         self.scheduler = wiring.build_scheduler(config)
         self.abandoned_threads = False  # a model load was still running at exit
         self.exit = asyncio.Event()  # SIGTERM/SIGINT: drain, then exit
@@ -208,6 +210,7 @@ class WorkerApp:
             log.info("model loaded", extra=fields(model=entry.name, revision=runner.revision,
                                                   device=runner.device,
                                                   seconds=round(time.perf_counter() - t0, 2)))
+        await self._load_checker()
         self.health.models_loaded = True
         for name, runner in self.runners.items():
             t0 = time.perf_counter()
@@ -217,6 +220,20 @@ class WorkerApp:
         self.health.warmed_up = True
         self.heartbeats.poke()
         return True
+
+    async def _load_checker(self) -> None:
+        """The pool's post-generation safety checker (safety.py), loaded and run once."""
+        spec = self.config.safety.checker
+        if spec is None or not self.config.safety.enabled:
+            return
+        t0 = time.perf_counter()
+        checker = await asyncio.to_thread(SafetyChecker.load, spec, device=self.settings.device,
+                                          cache_dir=self.settings.model_cache)
+        await asyncio.to_thread(checker.warmup)
+        self.checker = checker
+        log.info("safety checker loaded", extra=fields(
+            source=spec.source, revision=checker.revision, threshold=spec.threshold,
+            seconds=round(time.perf_counter() - t0, 2)))
 
     async def _ensure_retention(self, store: ObjectStore) -> None:
         """The pool's S3 lifecycle rule (storage.retentionDays); never fatal."""
@@ -256,7 +273,7 @@ class WorkerApp:
             redis_cache=self.redis_cache, publisher=self.publisher, store=store,
             ack=consumer.ack, requeue=self._requeue, health=self.health, metrics=self.metrics,
             stats=self.stats, faults=self.faults, redis_jobs=self.redis_jobs,
-            job_ttl_seconds=job_ttl, credentials=self.credentials)
+            job_ttl_seconds=job_ttl, credentials=self.credentials, checker=self.checker)
         self.dispatcher = Dispatcher(config=self.config, consumer=consumer,
                                      scheduler=self.scheduler, stages=stages,
                                      health=self.health, metrics=self.metrics)
@@ -337,6 +354,8 @@ class WorkerApp:
             started_at=self.started_at,
             cache_hits=hits,
             cache_misses=misses,
+            blocked_images=int(self.metrics.registry.get_sample_value(
+                "imagegen_safety_blocked_images_total") or 0),
             loras=[f"{m.name}/{a.name}" for m in self.config.models if m.name in self.runners
                    for a in m.spec.loras],
         )

@@ -3,6 +3,10 @@
 part, one `ModelRunner.generate` call in a thread) and `deliver` (per request: encode, upload,
 store in the cache, answer).
 
+Safety (`safety`, the pool's spec.safety.checker): the generate half scores every image right
+after the pipeline; the delivery half answers a request with a flagged image `blocked` before
+anything of it is encoded, uploaded or cached.
+
 Failures: only the pipeline (or encoding its pixels) costs attempts. Every request of a failed
 batch has used one attempt (counted in its job record when the attempt started, so a worker that
 dies mid-batch counts too). Below `max_attempts` it is queued again to run alone (a poison
@@ -39,6 +43,7 @@ from .logs import fields
 from .metrics import WorkerMetrics
 from .outage import STORAGE, Outages
 from .results import LEASE_HELD, JobRecords
+from .safety import SafetyChecker, Verdict, blocked_error, decide, flagged_count
 from .scheduler import Batch, Entry
 from .stats import WorkerStats
 from .storage import ObjectStore
@@ -58,6 +63,7 @@ class Generated:
     runner: Runner
     started_at: float  # wall clock, generation start
     generate_s: float
+    verdicts: list[list[Verdict]] | None = None  # per entry, per image: the safety checker's
 
 
 class BatchRunner:
@@ -66,6 +72,7 @@ class BatchRunner:
                  answers: Answers, outages: Outages, intake: Intake, metrics: WorkerMetrics,
                  stats: WorkerStats, faults: Faults, requeue: Requeue,
                  clock: Callable[[], float] = time.monotonic,
+                 checker: SafetyChecker | None = None,
                  credentials: ContentCredentials | None = None) -> None:
         self.config = config
         self.runners = runners
@@ -81,6 +88,7 @@ class BatchRunner:
         self.requeue = requeue
         self.clock = clock
         self.credentials = credentials  # signs a C2PA manifest into each image when set
+        self.checker = checker  # spec.safety.checker: scores every image before delivery
         self.max_attempts = config.kafka.max_attempts
         # Copies of an id another message is running: not generated, answered from its record.
         self.parking = Parking(records=records, answers=answers, requeue=requeue)
@@ -123,12 +131,13 @@ class BatchRunner:
             images = await asyncio.to_thread(runner.generate, jobs)
             if len(images) != len(jobs):
                 raise RuntimeError(f"pipeline returned {len(images)} images for {len(jobs)} jobs")
+            generate_s = time.perf_counter() - t0
+            verdicts = await self._check(images)
         except Exception as exc:
             log.warning("batch failed", extra=fields(
                 requests=[w.request_id for w in works], error=repr(exc)))
             await self.failed(runnable, exc)
             return None
-        generate_s = time.perf_counter() - t0
         self.metrics.generate.observe(generate_s)
         self.metrics.batch_size.observe(len(jobs))
         self.stats.batch_done(generate_s)
@@ -138,26 +147,53 @@ class BatchRunner:
             generate_s=round(generate_s, 4)))
 
         per_work: list[list[Image.Image]] = []
+        per_verdicts: list[list[Verdict]] = []
         i = 0
         for w in works:
             n = len(w.seeds or [])
             per_work.append(images[i:i + n])
+            if verdicts is not None:
+                per_verdicts.append(verdicts[i:i + n])
             i += n
-        return Generated(runnable, per_work, runner, started_at, generate_s)
+        return Generated(runnable, per_work, runner, started_at, generate_s,
+                         per_verdicts if verdicts is not None else None)
+
+    async def _check(self, images: list[Image.Image]) -> list[Verdict] | None:
+        """The safety checker's verdicts on the batch (None without a checker). Raises like the
+        pipeline does: a batch whose images cannot be checked is not delivered."""
+        if self.checker is None:
+            return None
+        t0 = time.perf_counter()
+        verdicts = await asyncio.to_thread(self.checker.check, images)
+        self.metrics.safety_check.observe(time.perf_counter() - t0)
+        flagged = flagged_count(verdicts, self.checker.threshold)
+        if flagged:
+            self.metrics.safety_blocked.inc(flagged)
+        return verdicts
 
     # --- the delivery half -------------------------------------------------------------------
 
     async def deliver(self, gen: Generated) -> None:
+        verdicts: list[list[Verdict] | None] = (
+            list(gen.verdicts) if gen.verdicts is not None else [None] * len(gen.entries))
         await asyncio.gather(*(
-            self._deliver_one(gen, entry, images)
-            for entry, images in zip(gen.entries, gen.images, strict=True)
+            self._deliver_one(gen, entry, images, checked)
+            for entry, images, checked in zip(gen.entries, gen.images, verdicts, strict=True)
         ))
 
-    async def _deliver_one(self, gen: Generated, entry: Entry[Work],
-                           images: list[Image.Image]) -> None:
+    async def _deliver_one(self, gen: Generated, entry: Entry[Work], images: list[Image.Image],
+                           verdicts: list[Verdict] | None = None) -> None:
         work = entry.item
         request = work.request
         seeds = work.seeds or []
+        if verdicts is not None and self.checker is not None:
+            flag = decide(verdicts, seeds, self.checker.threshold)
+            if flag is not None:  # nothing of it is encoded, stored or cached
+                await self._blocked(gen, work, blocked_error(
+                    flag, images=len(images),
+                    flagged=flagged_count(verdicts, self.checker.threshold),
+                    threshold=self.checker.threshold, source=self.checker.source))
+                return
         t0 = time.perf_counter()
         try:
             encoded = await asyncio.gather(*(
@@ -206,6 +242,18 @@ class BatchRunner:
             warnings=list(request.warnings),
         )
         await self.answers.answer(work.ref, result)
+
+    async def _blocked(self, gen: Generated, work: Work, error: ErrorInfo) -> None:
+        log.info("blocked after generation", extra=fields(
+            request_id=work.request_id, reason=error.reason, score=error.score))
+        now = time.time()
+        await self.answers.answer(work.ref, GenerationResult(
+            request_id=work.request_id, status="blocked", error=error,
+            timings=Timings(queue_ms=_ms(gen.started_at - work.origin),
+                            generate_ms=_ms(gen.generate_s), total_ms=_ms(now - work.origin)),
+            worker=self.answers.worker, model=work.request.model,
+            model_revision=gen.runner.revision, tier=work.tier, attempts=work.attempts,
+            finished_at=now, warnings=list(work.request.warnings)))
 
     async def _encode(self, work: Work, runner: Runner, image: Image.Image,
                       seed: int) -> Encoded:

@@ -42,6 +42,7 @@ def build(
     cache_hits: int = 0,
     cache_misses: int = 0,
     loras: list[str] | None = None,
+    blocked_images: int = 0,
 ) -> Heartbeat:
     """The heartbeat value for this moment; `cache_hits`/`cache_misses` from `cache_counts`."""
     return Heartbeat(
@@ -59,6 +60,7 @@ def build(
         images=snapshot.images,
         cache_hits=cache_hits,
         cache_misses=cache_misses,
+        blocked_images=blocked_images,
         batch_seconds_p50=snapshot.batch_seconds_p50,
         interval_seconds=interval_seconds,
         updated_at=now,

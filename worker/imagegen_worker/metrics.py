@@ -77,6 +77,14 @@ class WorkerMetrics:
             "imagegen_duplicates", "Requests whose id already had a terminal job record",
             ["action"], registry=r,
         )
+        self.safety_blocked = Counter(
+            "imagegen_safety_blocked_images", "Generated images the safety checker flagged "
+            "(never stored)", registry=r,
+        )
+        self.safety_check = Histogram(
+            "imagegen_safety_check_seconds", "Safety checker time of one batch",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
         self.paused_tiers = Gauge(
             "imagegen_paused_tier", "1 while fetching of a tier is paused (backpressure)",
             ["tier"], registry=r,

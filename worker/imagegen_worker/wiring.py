@@ -30,6 +30,7 @@ from .metrics import WorkerMetrics
 from .outage import Outages
 from .respond import Responder
 from .results import JobRecords, ResultPublisher
+from .safety import SafetyChecker
 from .scheduler import TierScheduler
 from .server import Health
 from .stats import WorkerStats
@@ -79,7 +80,8 @@ def build_stages(config: WorkerConfig, *, worker: str, runners: Mapping[str, Run
                  metrics: WorkerMetrics, stats: WorkerStats, faults: Faults,
                  records_breaker: Breaker | None = None, redis_jobs: aioredis.Redis | None = None,
                  job_ttl_seconds: int | None = None,
-                 credentials: ContentCredentials | None = None) -> Stages:
+                 credentials: ContentCredentials | None = None,
+                 checker: SafetyChecker | None = None) -> Stages:
     """Wire the stages. `redis_cache` None (or a pool with the cache off) runs without cache.
     Job records go to `redis_jobs` (the job store, results.py; default `redis`) and live
     `job_ttl_seconds` (default config.job_ttl_seconds; `app` raises it to the topics' retention).
@@ -107,5 +109,5 @@ def build_stages(config: WorkerConfig, *, worker: str, runners: Mapping[str, Run
     batches = BatchRunner(config=config, runners=runners, records=records, cache=cache,
                           store=store, answers=answers, outages=outages, intake=intake,
                           metrics=metrics, stats=stats, faults=faults, requeue=requeue,
-                          credentials=credentials)
+                          credentials=credentials, checker=checker)
     return Stages(records, cache, outages, responder, answers, intake, batches)

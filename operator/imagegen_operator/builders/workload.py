@@ -47,7 +47,8 @@ def config_map(ctx: PoolContext) -> Manifest:
 
 
 def cache_claim(ctx: PoolContext) -> str | None:
-    """The one PVC mounted at the model cache root: the models' prefetch claim or pvc:// claim."""
+    """The one PVC mounted at the model cache root: the models' prefetch claim or pvc:// claim,
+    and the pvc:// claim of the safety checker (spec.safety.checker.source)."""
     claims: set[str] = set()
     for name in ctx.spec.models:
         model = ctx.models[name]
@@ -55,9 +56,14 @@ def cache_claim(ctx: PoolContext) -> str | None:
             claims.add(model.prefetch.claim_name)
         if model.source.startswith("pvc://"):
             claims.add(model.source.removeprefix("pvc://").split("/", 1)[0])
+    where, what = "spec.models", "the models use"
+    checker = ctx.spec.safety.checker
+    if checker is not None and checker.source.startswith("pvc://"):
+        claims.add(checker.source.removeprefix("pvc://").split("/", 1)[0])
+        where, what = "spec.models, spec.safety.checker.source", "the models and the checker use"
     if len(claims) > 1:
         raise BuildError(
-            f"spec.models: the models use {len(claims)} different cache claims "
+            f"{where}: {what} {len(claims)} different cache claims "
             f"({', '.join(sorted(claims))}); a pool mounts one claim at {naming.MODEL_CACHE_DIR}"
         )
     return next(iter(claims), None)

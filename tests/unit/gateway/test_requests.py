@@ -137,6 +137,13 @@ def test_result_errors_map_to_http() -> None:
     assert "maxPromptTokens=77" in rejected.message
     blocked = reqs.result_error(result("blocked"))
     assert blocked is not None and blocked.code == "content_policy_violation"
+    flagged = ErrorInfo(code="blocked", message="image 1 of 1 (seed 5) was flagged",
+                        field="images", limit="safety.checker.threshold=0.3", reason="redness",
+                        score=0.47)
+    after = reqs.result_error(result("blocked", error=flagged))
+    assert after is not None and (after.status, after.param, after.code) == (
+        400, "images", "content_policy_violation")
+    assert "safety.checker.threshold=0.3" in after.message
     expired = reqs.result_error(result("expired"))
     assert expired is not None and expired.status == 504
     failed = reqs.result_error(result("failed"))
