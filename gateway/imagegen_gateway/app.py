@@ -8,7 +8,10 @@ before anything is produced to Kafka.
 
 Job records are per key: before producing, the gateway writes the submitting key's name into
 the request's job record (`owner`); GET /v1/generations/{id} answers that key only, and any
-other key gets the same 404 as an unknown id (a 403 would confirm that the id exists).
+other key gets the same 404 as an unknown id (a 403 would confirm that the id exists). A
+client-chosen `request_id` that is already another key's (or a job submitted not through a
+gateway) is refused with 409 before anything is written or produced: the worker would answer
+it from the other job's record.
 """
 
 from __future__ import annotations
@@ -46,6 +49,17 @@ from .ratelimit import RateLimiter
 from .settings import GatewaySettings
 
 log = logging.getLogger(__name__)
+
+# KEYS[1] job record; ARGV key name, TTL. The record's owner after the call: ARGV[1] when it was
+# free (or already this key's), another key's name, or '' for a record no gateway wrote.
+_CLAIM_OWNER = """
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if owner then return owner end
+if redis.call('EXISTS', KEYS[1]) == 1 then return '' end
+redis.call('HSET', KEYS[1], 'owner', ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return ARGV[1]
+"""
 
 
 @dataclass
@@ -218,20 +232,24 @@ def create_app(settings: GatewaySettings, pool: WorkerConfig, keys: keyring.KeyR
         return key, planned
 
     async def record_owner(request_id: str, key: keyring.ApiKey) -> None:
-        """The submitting key's name into the job record, before anything is produced (the
-        worker adds its fields to the same hash later); without it the job could not be read
-        back, so a job store that does not answer refuses the request."""
+        """The submitting key's name into the job record, before anything is written or
+        produced (the worker adds its fields to the same hash later); without it the job could
+        not be read back, so a job store that does not answer refuses the request. An id
+        already owned by another key, or by no gateway, is a 409."""
         assert rt.jobs is not None
         job = naming.job_key(pool.namespace, pool.pool, request_id)
         try:
-            async with rt.jobs.pipeline(transaction=True) as pipe:
-                pipe.hset(job, "owner", key.name)
-                pipe.expire(job, settings.accepted_ttl_seconds)
-                await pipe.execute()
+            raw = await rt.jobs.eval(_CLAIM_OWNER, 1, job, key.name,
+                                     settings.accepted_ttl_seconds)
         except aioredis.RedisError as exc:
             raise reqs.GatewayError(503, f"job store unavailable: {type(exc).__name__}",
                                     code="unavailable", kind="server_error",
                                     headers={"Retry-After": "5"}) from None
+        owner = raw.decode() if isinstance(raw, bytes) else str(raw)
+        if owner != key.name:
+            raise reqs.GatewayError(409, f"request_id {request_id!r} is already in use; "
+                                    "choose another", param="request_id",
+                                    code="request_id_in_use")
 
     async def produce(planned: reqs.Planned) -> None:
         if rt.producer is None or not rt.started:
@@ -261,10 +279,10 @@ def create_app(settings: GatewaySettings, pool: WorkerConfig, keys: keyring.KeyR
         key, planned = await admit(request)
         assert rt.fanout is not None and rt.jobs is not None
         rid = planned.request.request_id
+        await record_owner(rid, key)
         if planned.request.webhook is not None:  # also called when the caller timed out
             await delivery.register(rt.jobs, pool, rid, planned.request.webhook, key.name,
                                     settings.accepted_ttl_seconds)
-        await record_owner(rid, key)
         fut = rt.fanout.expect(rid)
         m.in_flight.inc()
         try:
@@ -291,10 +309,10 @@ def create_app(settings: GatewaySettings, pool: WorkerConfig, keys: keyring.KeyR
         key, planned = await admit(request)
         rid = planned.request.request_id
         assert rt.jobs is not None
+        await record_owner(rid, key)
         if planned.request.webhook is not None:  # before producing: a fast result finds it
             await delivery.register(rt.jobs, pool, rid, planned.request.webhook, key.name,
                                     settings.accepted_ttl_seconds)
-        await record_owner(rid, key)
         await produce(planned)
         with contextlib.suppress(aioredis.RedisError):  # the record is the truth; this is a hint
             await rt.jobs.set(naming.accepted_key(pool.namespace, pool.pool, rid),

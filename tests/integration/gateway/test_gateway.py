@@ -248,6 +248,31 @@ async def test_a_job_answers_only_the_key_that_submitted_it(served: tuple[Pool, 
     assert code == 404 and theirs["error"]["code"] == "not_found", theirs
 
 
+async def test_a_request_id_of_another_key_is_refused(served: tuple[Pool, Gateway]) -> None:
+    """A client-chosen request_id is its first key's: another key reusing it would be answered
+    from that job's record by the worker, so it is refused (409) with nothing produced; the
+    first key may send it again (an idempotent retry)."""
+    pool, gw = served
+    body = json.dumps({"prompt": "a green triangle", "model": "tiny", "size": "64x64",
+                       "tier": "relax", "request_id": f"mine-{RUN}"}).encode()
+    status, _, data = await asyncio.to_thread(gw.call, "POST", "/v1/generations", body,
+                                              key=KEYS["relax"])
+    assert status == 202 and data["id"] == f"mine-{RUN}", data
+    before = await produced(pool)
+    status, _, refused = await asyncio.to_thread(gw.call, "POST", "/v1/generations", body,
+                                                 key=KEYS["all"])
+    assert status == 409, refused
+    assert refused["error"]["param"] == "request_id"
+    assert refused["error"]["code"] == "request_id_in_use"
+    assert await produced(pool) == before
+    status, _, again = await asyncio.to_thread(gw.call, "POST", "/v1/generations", body,
+                                               key=KEYS["relax"])
+    assert status == 202, again
+    status, _, view = await asyncio.to_thread(gw.call, "GET", f"/v1/generations/mine-{RUN}",
+                                              key=KEYS["relax"])
+    assert status == 200, view
+
+
 async def test_models_lists_the_pool_models(served: tuple[Pool, Gateway]) -> None:
     _, gw = served
     models = await asyncio.to_thread(lambda: gw.client().models.list().data)
