@@ -3,12 +3,15 @@
 Installs the CRDs and the operator with Helm, applies the example models and the tiny pool, submits
 prompts across the three tiers through the client with a progress bar, lets the pool scale, then
 prints `kubectl get imagegen`, the per-request results table, and writes the images plus a contact
-sheet to out/demo/.
+sheet to out/demo/. Then the same pool through its HTTP gateway: the `imagegen` CLI with
+`--gateway` and an API key from the pool's keys Secret (POST /v1/generations, polled by id).
 
 Everything runs as real pods: the operator and the pool's workers are containers from the images
 `make images` built, on the stack's kubelet nodes (dev/realpods.py) — the warm workers on the
 on-demand node, the cold ones on the spot node — with probes, preStop drain, SIGTERM, uid 10001
-and a read-only root filesystem, all through the kubelet.
+and a read-only root filesystem, all through the kubelet. The pool's gateway runs from the built
+gateway image on the on-demand node; the host reaches its pod address directly (no kube-proxy on
+the dev stack: the pod bridges are the host's).
 
 The prompts go to shapes-sdxl, the tiny SDXL trained in code on coloured shapes (`dev/setup`
 trains it once per machine); the demo publishes the weights to the stack's S3 and the ImageModel
@@ -23,6 +26,7 @@ import argparse
 import asyncio
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -49,6 +53,10 @@ SCENES = [
 PROMPTS = [f"a {color} {shape} on a {background} background"
            for shape, color, background in SCENES]
 TIERS = ("turbo", "fast", "relax")
+# The gateway's API keys Secret (key `keys.json`) and the demo's one key (dev only).
+GATEWAY_SECRET = "imagegen-demo-keys"
+GATEWAY_KEY_NAME = "demo"
+GATEWAY_KEY = "sk-demo-local-stack-0123456789"
 
 
 def step(n: int, total: int, text: str) -> None:
@@ -205,7 +213,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="denoising steps per image")
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "demo")
     args = parser.parse_args()
-    total = 7
+    total = 8
     step(1, total, "Local stack (Kubernetes control plane + KWOK GPU nodes, Kafka, Redis, MinIO)")
     env = stack_env()
     print(subprocess.run([str(ROOT / "dev" / "stack"), "status"], capture_output=True,
@@ -227,6 +235,12 @@ def main() -> None:
                      f"--from-literal=AWS_ACCESS_KEY_ID={env['AWS_ACCESS_KEY_ID']}",
                      f"--from-literal=AWS_SECRET_ACCESS_KEY={env['AWS_SECRET_ACCESS_KEY']}",
                      "--dry-run=client", "-o", "yaml")
+    subprocess.run(["kubectl", "apply", "-f", "-"], input=secret, text=True, check=True,
+                   capture_output=True)
+    keys = json.dumps({"keys": [{"name": GATEWAY_KEY_NAME, "key": GATEWAY_KEY,
+                                 "ratePerSecond": 20, "burst": 60}]})
+    secret = kubectl("create", "secret", "generic", GATEWAY_SECRET, "-n", NAMESPACE,
+                     f"--from-literal=keys.json={keys}", "--dry-run=client", "-o", "yaml")
     subprocess.run(["kubectl", "apply", "-f", "-"], input=secret, text=True, check=True,
                    capture_output=True)
     # A fresh pool each run, so the scaling below starts from the warm minimum.
@@ -256,14 +270,21 @@ def main() -> None:
     pool = yaml.safe_load((ROOT / "manifests" / "examples" / "tiny-pool.yaml").read_text())
     pool["spec"]["models"] = [MODEL, *pool["spec"]["models"]]
     pool["spec"]["resources"] = {"cpu": "500m", "memory": "3Gi"}
+    # Its HTTP gateway too: one pod (no GPU), API keys from the Secret made above.
+    pool["spec"]["gateway"] = {"enabled": True, "replicas": 1,
+                               "auth": {"secretName": GATEWAY_SECRET},
+                               "resources": {"cpu": "100m", "memory": "256Mi"}}
     realpods.place_pool_on_real_nodes(pool)
     print(subprocess.run(["kubectl", "apply", "-n", NAMESPACE, "-f", "-"],
                          input=yaml.safe_dump(pool), text=True, check=True,
                          capture_output=True).stdout)
 
-    step(4, total, "Wait for a warm worker: a real process that loaded the model and warmed up")
+    step(4, total, "Wait for a warm worker (a real process that loaded the model and warmed "
+                   "up) and the gateway")
     wait_for("a ready warm worker", lambda: pool_status().get("warm", {}).get("ready", 0) >= 1,
              timeout=300)
+    wait_for("a ready gateway pod",
+             lambda: pool_status().get("gateway", {}).get("ready", 0) >= 1, timeout=120)
     print(kubectl("get", "imagegen", "-n", NAMESPACE))
     print(kubectl("get", "pods", "-n", NAMESPACE, "-o", POD_COLUMNS))
 
@@ -274,7 +295,10 @@ def main() -> None:
                    "down window")
     watch_scale_down()
 
-    step(7, total, "What a platform engineer sees")
+    step(7, total, "The same pool through its HTTP gateway: `imagegen submit --gateway`")
+    through_gateway(args.steps, args.out / "gateway")
+
+    step(8, total, "What a platform engineer sees")
     print(kubectl("get", "imagegen", "-n", NAMESPACE, "-o", "wide"))
     for ns in (OPERATOR_NAMESPACE, NAMESPACE):
         print(kubectl("get", "pods", "-n", ns, "-o", "wide"))
@@ -285,6 +309,40 @@ def main() -> None:
                   f"involvedObject.uid={uid}", "--sort-by=.lastTimestamp"))
     print(f"Images: {args.out}/ (contact sheet: {args.out}/contact-sheet.png). The pool keeps "
           f"running: `eval \"$(dev/stack env)\"; kubectl get gp -n {NAMESPACE} -w`.")
+
+
+def gateway_pod() -> dict:  # type: ignore[type-arg]
+    raw = kubectl("get", "pods", "-n", NAMESPACE, "-l",
+                  f"imagegen.dev/pool={POOL},app.kubernetes.io/component=gateway", "-o", "json")
+    ready = [p for p in json.loads(raw)["items"] if not p["metadata"].get("deletionTimestamp")
+             and any(c["type"] == "Ready" and c["status"] == "True"
+                     for c in p.get("status", {}).get("conditions", []))]
+    if not ready:
+        raise SystemExit(f"no ready gateway pod in {NAMESPACE}:\n"
+                         + kubectl("get", "pods", "-n", NAMESPACE, "-o", "wide"))
+    return ready[0]  # type: ignore[no-any-return]
+
+
+def through_gateway(steps: int, out_dir: Path) -> None:
+    """Three prompts through the pool's gateway with the CLI, printed as the Kafka step."""
+    pod = gateway_pod()
+    url = f"http://{pod['status']['podIP']}:8000"
+    print(f"  status.gateway.url: {pool_status().get('gateway', {}).get('url')} (in-cluster); "
+          f"pod {pod['metadata']['name']} on {pod['spec']['nodeName']}, "
+          f"{pod['spec']['containers'][0]['image']}")
+    print(f"  the host reaches the pod at {url} (its node's bridge; no kube-proxy here)")
+    seed = int(time.time()) % 1_000_000 * 1000 + 500
+    cmd = ["imagegen", "submit", "--gateway", url, "--api-key", GATEWAY_KEY,
+           "--model", MODEL, "--tier", "fast", "--size", "64x64", "--steps", str(steps),
+           "--seed", str(seed), "--out", os.path.relpath(out_dir, ROOT), *PROMPTS[:3]]
+    print(f"  $ {shlex.join(cmd)}", flush=True)
+    exe = str(Path(sys.executable).parent / "imagegen")
+    proc = subprocess.run([exe, *cmd[1:]], cwd=ROOT, text=True)
+    if proc.returncode != 0:
+        logs = kubectl("logs", "-n", NAMESPACE, pod["metadata"]["name"], "--tail=40",
+                       check=False)
+        raise SystemExit(f"imagegen submit --gateway exited {proc.returncode}; gateway log:\n"
+                         f"{logs}")
 
 
 def watch_scale_down(limit_s: float = 120.0) -> None:
