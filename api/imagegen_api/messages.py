@@ -65,6 +65,16 @@ class ImageInput(Message):
     b64: str | None = None
 
 
+class ControlChoice(Message):
+    """A ControlNet a request steers with: the name the ImageModel declares it under
+    (spec.controlnets), the control image (its size must be the request's width x height) and
+    the conditioning scale (specs.CONTROL_SCALE_RANGE; None: the declared defaultScale)."""
+
+    name: str
+    image: ImageInput
+    scale: float | None = None
+
+
 class GenerationRequest(Message):
     request_id: str = Field(min_length=1, max_length=REQUEST_ID_MAX, pattern=REQUEST_ID_PATTERN)
     prompt: str
@@ -91,6 +101,8 @@ class GenerationRequest(Message):
     init_image: ImageInput | None = None
     strength: float | None = None  # None with an init image: 0.8
     mask: ImageInput | None = None
+    # ControlNet (sdxl, sd15 models; text-to-image only): steer the layout with a control image.
+    control: ControlChoice | None = None
 
 
 class ErrorInfo(Message):

@@ -13,7 +13,7 @@ from pydantic import ConfigDict, Field, JsonValue, field_validator, model_valida
 
 from . import naming
 from .base import JsonDict, KubeModel, cel
-from .families import BUILTIN_FAMILIES, FAMILIES
+from .families import BUILTIN_CONTROLNETS, BUILTIN_FAMILIES, FAMILIES
 
 # Enums and limits stated once: the CRD schema, the worker's request validation and the CLI's
 # choices all read these.
@@ -101,6 +101,33 @@ class LoraAdapter(KubeModel):
     _safe_source = field_validator("source")(check_source)
 
 
+# A ControlNet's source: a model source's forms, with the built-in ControlNets as builtin://.
+CONTROLNET_SOURCE_PATTERN = (SOURCE_PATTERN.partition("|builtin://")[0]
+                             + "|builtin://(" + "|".join(BUILTIN_CONTROLNETS) + "))$")
+# How strongly a control image steers: a request's `control.scale` and a declared default.
+CONTROL_SCALE_RANGE: tuple[float, float] = (0.0, 2.0)
+CONTROLNET_FAMILIES: tuple[str, ...] = tuple(f for f, facts in FAMILIES.items() if facts.controlnet)
+
+
+class ControlNet(KubeModel):
+    """A ControlNet a request may name (`control.name`): loaded by a worker on first use."""
+
+    name: str = Field(pattern=DNS_LABEL, max_length=63)
+    source: str = Field(
+        pattern=CONTROLNET_SOURCE_PATTERN, max_length=512,
+        json_schema_extra={"x-kubernetes-validations": _source_rules()},
+        description="Where the ControlNet's weights come from, as the model's source: hf://, "
+        "s3://, pvc:// or file:// holding a diffusers ControlNetModel folder (config.json and "
+        "weights), or builtin://tiny-controlnet-sdxl (random weights matching "
+        "builtin://tiny-sdxl, for tests).")
+    default_scale: float = Field(
+        1.0, ge=CONTROL_SCALE_RANGE[0], le=CONTROL_SCALE_RANGE[1],
+        description="controlnet_conditioning_scale of a request that names this ControlNet "
+        "without `control.scale` (0: no effect).")
+
+    _safe_source = field_validator("source")(check_source)
+
+
 class Prefetch(KubeModel):
     """Download the weights once into a PersistentVolumeClaim that workers mount read-only."""
 
@@ -159,7 +186,21 @@ def _family_rules() -> list[JsonValue]:
             rules.append(cel(f"self.pipeline != '{fam}' || self.defaults.negativePrompt == ''",
                              f"pipeline {fam} reads no negative prompt: leave "
                              "defaults.negativePrompt empty", ".defaults.negativePrompt"))
+    served = ", ".join(f"'{f}'" for f in CONTROLNET_FAMILIES)
+    rules.append(cel(f"!has(self.controlnets) || size(self.controlnets) == 0 || "
+                     f"self.pipeline in [{served}]", _controlnet_family_message(), ".controlnets"))
+    for name, fam in BUILTIN_CONTROLNETS.items():
+        rules.append(cel(f"!has(self.controlnets) || "
+                         f"self.controlnets.all(c, c.source != 'builtin://{name}') || "
+                         f"self.pipeline == '{fam}'",
+                         f"builtin://{name} fits {FAMILIES[fam].title} model: set pipeline to "
+                         f"{fam}", ".controlnets"))
     return rules
+
+
+def _controlnet_family_message() -> str:
+    return ("controlnets are served for pipeline " + ", ".join(CONTROLNET_FAMILIES)
+            + " only: remove them or set pipeline to one of those")
 
 
 class ImageModelSpec(KubeModel):
@@ -212,6 +253,13 @@ class ImageModelSpec(KubeModel):
         max_length=16,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
+    controlnets: list[ControlNet] = Field(
+        default_factory=list,
+        max_length=16,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+        description="ControlNets a request may name in `control` (sdxl and sd15 pipelines): "
+        "each is loaded by a worker the first time a request names it, then kept.",
+    )
     prefetch: Prefetch | None = None
     optimizations: Optimizations = Optimizations()
 
@@ -245,6 +293,14 @@ def family_errors(spec: ImageModelSpec) -> list[str]:
     if d.negative_prompt and not facts.negative_prompt:
         errors.append(f"pipeline {spec.pipeline} reads no negative prompt: leave "
                       "defaults.negativePrompt empty")
+    if spec.controlnets and not facts.controlnet:
+        errors.append(_controlnet_family_message())
+    for c in spec.controlnets:
+        name = c.source.removeprefix("builtin://") if c.source.startswith("builtin://") else None
+        fam = BUILTIN_CONTROLNETS.get(name or "", spec.pipeline)
+        if fam != spec.pipeline:
+            errors.append(f"builtin://{name} fits {FAMILIES[fam].title} model: set pipeline to "
+                          f"{fam}")
     return errors
 
 

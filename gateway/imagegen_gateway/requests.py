@@ -3,13 +3,15 @@ answers. No I/O; called by `app` for every POST, unit-tested on its own.
 
 A body is checked before anything is produced: OpenAI's fields (model, prompt, n, size "WxH",
 response_format, user, quality, output_format, output_compression) plus ours (negative_prompt,
-steps, guidance, sampler, seed, tier, request_id, deadline, loras, init_image, mask, strength).
+steps, guidance, sampler, seed, tier, request_id, deadline, loras, init_image, mask, strength,
+control).
 OpenAI's `quality` scales the model's default steps (QUALITY_STEPS; explicit `steps` win);
 `output_compression` is the worker's lossy `quality` (webp/jpeg only). Limits are the contract's
 (imagegen_api.specs: side bounds and multiple, guidance range, samplers, output formats) and the
 model's own (ModelLimits: max pixels, steps, images per request), the same the worker's validator
 applies; prompt tokens need the model's tokenizer and are left to the worker (its rejection
-comes back as a 400), as are the init image, mask and strength (decoding is the worker's).
+comes back as a 400), as are the init image, mask and strength (decoding is the worker's) and
+the control image and scale (a ControlNet's name is checked here against the model's).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any, Literal
 from imagegen_api.messages import (
     LORA_WEIGHT_RANGE,
     REQUEST_ID_PATTERN,
+    ControlChoice,
     GenerationRequest,
     GenerationResult,
     ImageInput,
@@ -71,6 +74,19 @@ class ImageBody(BaseModel):
         return ImageInput(s3_key=self.s3_key, b64=self.b64)
 
 
+class ControlBody(BaseModel):
+    """A ControlNet choice in a body: the message's ControlChoice, unknown fields refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=63)
+    image: ImageBody
+    scale: float | None = None
+
+    def message(self) -> ControlChoice:
+        return ControlChoice(name=self.name, image=self.image.message(), scale=self.scale)
+
+
 class ImagesBody(BaseModel):
     """POST /v1/images/generations and POST /v1/generations (one shape for both)."""
 
@@ -105,6 +121,8 @@ class ImagesBody(BaseModel):
     init_image: ImageBody | None = None
     mask: ImageBody | None = None
     strength: float | None = None
+    # ControlNet, as in the request message (the image and scale are checked by the worker).
+    control: ControlBody | None = None
     # Called on the terminal state (delivery.py); checked against SSRF at submit (webhooks.py).
     webhook: str | None = Field(None, min_length=1, max_length=2048)
 
@@ -193,6 +211,7 @@ def plan(body: ImagesBody, pool: WorkerConfig, *, request_id: str, now: float) -
         webhook=body.webhook, strength=body.strength,
         init_image=body.init_image.message() if body.init_image else None,
         mask=body.mask.message() if body.mask else None,
+        control=check_control(body.control, [c.name for c in spec.controlnets], model),
     )
     return Planned(request=request, tier=tier, response_format=body.response_format)
 
@@ -247,6 +266,18 @@ def output(body: ImagesBody) -> tuple[str, int | None]:
                            f"{' or '.join(LOSSY_FORMATS)}, not {fmt}",
                            param="output_compression", code="invalid_field")
     return fmt, max(1, body.output_compression)
+
+
+def check_control(control: ControlBody | None, declared: list[str], model: str
+                  ) -> ControlChoice | None:
+    """The body's ControlNet as the message's; an undeclared name is a 400 naming it."""
+    if control is None:
+        return None
+    if control.name not in declared:
+        raise GatewayError(400, f"control.name {control.name!r} is not a ControlNet of model "
+                           f"{model} (one of: {', '.join(declared) or 'none declared'})",
+                           param="control.name", code="invalid_field")
+    return control.message()
 
 
 def check_loras(loras: list[LoraChoice] | None, declared: list[str], model: str

@@ -59,6 +59,21 @@ BAD = [
     ("Flux size not a multiple of 16", MODEL,
      "source: builtin://tiny-flux\npipeline: flux\ndefaults: {width: 1000}",
      ["multiples of 16 for pipeline flux"]),
+    ("ControlNet on a Flux model", MODEL,
+     "source: builtin://tiny-flux\npipeline: flux\ndefaults: {width: 64, height: 64}\n"
+     "controlnets:\n- {name: e, source: 's3://weights/e'}",
+     ["spec.controlnets", "controlnets are served for pipeline sdxl, sd15 only"]),
+    ("builtin SDXL ControlNet on an SD 1.5 model", MODEL,
+     "source: s3://weights/sd15\npipeline: sd15\n"
+     "controlnets:\n- {name: e, source: 'builtin://tiny-controlnet-sdxl'}",
+     ["builtin://tiny-controlnet-sdxl fits an SDXL model: set pipeline to sdxl"]),
+    ("ControlNet default scale above 2", MODEL,
+     "source: builtin://tiny-sdxl\n"
+     "controlnets:\n- {name: e, source: 's3://weights/e', defaultScale: 3}",
+     ["spec.controlnets[0].defaultScale", "less than or equal to 2"]),
+    ("a model as ControlNet source", MODEL,
+     "source: builtin://tiny-sdxl\ncontrolnets:\n- {name: e, source: 'builtin://tiny-sdxl'}",
+     ["spec.controlnets[0].source", "should match"]),
     ("warm minimum above maximum", POOL,
      "models: [m]\nwarm: {minReplicas: 5, maxReplicas: 2}",
      ["warm.minReplicas must be less than or equal to warm.maxReplicas"]),
@@ -151,6 +166,18 @@ def test_minimal_manifests_accepted_with_defaults(kubectl: Kubectl, crds: None,
     got = kubectl("get", "gp", name, "-n", k8s_namespace,
                   "-o", "jsonpath={.spec.warm.minReplicas}/{.spec.autoscaling.pollSeconds}").stdout
     assert got == "1/5"  # defaults applied by the API server from the schema
+
+
+def test_controlnets_accepted_with_their_default_scale(kubectl: Kubectl, crds: None,
+                                                      k8s_namespace: str) -> None:
+    name = unique("m")
+    kubectl("apply", "-n", k8s_namespace, "-f", "-", input=MODEL.format(name=name, spec=indent(
+        "source: builtin://tiny-sdxl\ncontrolnets:\n"
+        "- {name: edges, source: 'builtin://tiny-controlnet-sdxl'}\n"
+        "- {name: depth, source: 'hf://org/depth@main', defaultScale: 0.5}")))
+    got = kubectl("get", "im", name, "-n", k8s_namespace, "-o",
+                  "jsonpath={.spec.controlnets[*].defaultScale}").stdout
+    assert got == "1 0.5"  # defaults applied by the API server from the schema
 
 
 def test_gateway_defaults(kubectl: Kubectl, crds: None, k8s_namespace: str) -> None:

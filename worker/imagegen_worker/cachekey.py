@@ -52,6 +52,10 @@ def image_key(request: ValidRequest, *, model_revision: str, seed: int, index: i
         params["strength"] = repr(cond.strength)
         if cond.mask_sha256 is not None:
             params["mask"] = cond.mask_sha256
+    ctl, ctl_image = request.control, request.control_image
+    if ctl is not None:  # only then: keys without a ControlNet stay as they were
+        params["control"] = [ctl.name, ctl.source, repr(ctl.scale),
+                             ctl_image.sha256 if ctl_image else None]
     canonical = json.dumps(params, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
 

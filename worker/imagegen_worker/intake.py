@@ -22,7 +22,7 @@ from dataclasses import replace
 from imagegen_api.messages import ErrorInfo, GenerationResult, ImageRef, Timings
 from imagegen_api.workerconfig import WorkerConfig
 
-from . import cachekey, initimage, validate
+from . import cachekey, control, initimage, validate
 from .cache import ImageCache
 from .claims import AnswerClaims
 from .delivery import Answers
@@ -109,6 +109,11 @@ class Intake:
                 if isinstance(resolved, validate.Rejection):
                     return resolved
                 outcome = resolved
+            if outcome.control is not None:
+                controlled = self._resolve_control(outcome, tier)
+                if isinstance(controlled, validate.Rejection):
+                    return controlled
+                outcome = controlled
             return outcome, compat_key(outcome)
         except Exception as exc:
             log.exception("request could not be validated", extra=fields(source=ref.source))
@@ -141,6 +146,36 @@ class Intake:
                 error=ErrorInfo(code=exc.code, message=str(exc)[:validate.MAX_ERROR_MESSAGE],
                                 field=exc.field, limit=exc.limit))
         return replace(request, width=width, height=height, conditioning=cond)
+
+    def _resolve_control(self, request: validate.ValidRequest, tier: str
+                         ) -> validate.ValidRequest | validate.Rejection:
+        """Fetch and decode the control image (blocking: runs in the validation thread)."""
+        assert request.control is not None
+        spec = self.config.model(request.model)
+        max_pixels = spec.limits.max_pixels if spec is not None else 0
+
+        def no_store(key: str, limit: int) -> bytes | None:
+            raise initimage.InputError("control.image.s3_key", "this worker has no object "
+                                       "store", "b64 only")
+
+        try:
+            image = control.resolve(request.control, width=request.width,
+                                    height=request.height, max_pixels=max_pixels,
+                                    fetch=self.fetch_object or no_store)
+        except initimage.InputError as exc:
+            return validate.Rejection(
+                request_id=request.request_id, status="rejected", tier=tier, model=request.model,
+                error=ErrorInfo(code=exc.code, message=str(exc)[:validate.MAX_ERROR_MESSAGE],
+                                field=exc.field, limit=exc.limit))
+        runner = self.runners.get(request.model)
+        prepare = getattr(runner, "prepare_controlnet", None)
+        if prepare is not None:
+            try:  # here, not in the GPU loop: only this request waits for the load
+                prepare(request.control.name)
+            except Exception:  # the batch tries again and fails with attempts counted
+                log.exception("ControlNet %s of model %s could not be loaded",
+                              request.control.name, request.model)
+        return replace(request, control_image=image)
 
     async def give_up(self, work: Work, error: ErrorInfo) -> None:
         """Dead-letter a request and answer it as failed (also used by `batchrun`)."""

@@ -39,6 +39,9 @@ def image_jobs(request: ValidRequest, seeds: list[int]) -> list[ImageJob]:
     cond = request.conditioning
     if request.init is not None and cond is None:
         raise ValueError(f"request {request.request_id}: init image not resolved")
+    ctl, ctl_image = request.control, request.control_image
+    if ctl is not None and ctl_image is None:
+        raise ValueError(f"request {request.request_id}: control image not resolved")
     return [
         ImageJob(
             prompt=request.prompt,
@@ -53,6 +56,8 @@ def image_jobs(request: ValidRequest, seeds: list[int]) -> list[ImageJob]:
             init_image=cond.image if cond else None,
             mask_image=cond.mask if cond else None,
             strength=cond.strength if cond else None,
+            control=(ctl.name, ctl.scale, ctl_image.sha256) if ctl and ctl_image else None,
+            control_image=ctl_image.image if ctl_image else None,
         )
         for seed in seeds
     ]

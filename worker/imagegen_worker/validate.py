@@ -30,6 +30,7 @@ from imagegen_api.workerconfig import WorkerConfig
 from pydantic import ValidationError
 
 from . import adapters, initimage, longprompt
+from . import control as controls
 
 MAX_SEED = 2**63 - 1
 # Sizes are refused before anything costly (JSON parsing, tokenising) looks at them.
@@ -72,6 +73,9 @@ class ValidRequest:
     init: initimage.InitSpec | None = None  # img2img / inpainting, before fetching (intake)
     # The decoded init image and mask, set by intake (initimage.resolve) before queueing.
     conditioning: initimage.Conditioning | None = field(default=None, compare=False)
+    control: controls.ControlSpec | None = None  # ControlNet, before fetching (intake)
+    # The decoded control image, set by intake (control.resolve) before queueing.
+    control_image: controls.ControlImage | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -264,6 +268,16 @@ def validate(
         init = initimage.InitSpec(image=req.init_image, mask=req.mask, strength=float(strength),
                                   size_given=req.width is not None or req.height is not None)
 
+    controlled: controls.ControlSpec | None = None
+    if req.control is not None:
+        checked_control = controls.check(req.control, spec, model=model_name,
+                                        has_init=init is not None, namespace=config.namespace,
+                                        pool=config.pool)
+        if isinstance(checked_control, controls.ControlError):
+            return fail("invalid_field", checked_control.message, checked_control.field,
+                        checked_control.limit, model=model_name)
+        controlled = checked_control
+
     negative = d.negative_prompt if req.negative_prompt is None else req.negative_prompt
     warnings: list[str] = []
     max_bytes = lim.max_prompt_tokens * PROMPT_BYTES_PER_TOKEN
@@ -318,6 +332,7 @@ def validate(
         loras=chosen,
         warnings=tuple(warnings),
         init=init,
+        control=controlled,
     )
 
 

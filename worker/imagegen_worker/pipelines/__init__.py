@@ -12,6 +12,8 @@ use, so modules that only build jobs stay light.
     loader.py        pipeline class per family, family check, dtype, variant, LoRA adapters
     optimize.py      speed levers (channels_last, fuse_qkv, compile, …)
     architecture.py  SDXL-architecture pipelines with random weights (builtin://tiny-sdxl, bench)
+                     and the ControlNet built in code (builtin://tiny-controlnet-sdxl)
+    controlnet.py    a declared ControlNet → its model and a from_pipe ControlNet pipeline
     flow.py          SD3 and Flux pipelines with random weights (builtin://tiny-sd3, tiny-flux)
     tokenizer.py     an offline CLIP tokenizer for those
     t5tokenizer.py   an offline T5 tokenizer for the flow-matching ones

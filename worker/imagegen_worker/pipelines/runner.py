@@ -12,6 +12,10 @@ the GPU.
 Every image gets its own CPU `torch.Generator` seeded with its job's seed: a seed gives the same
 initial noise on any device and in any batch, so the same image up to kernel rounding (matmuls
 round differently when the batch dimension changes: at most a level on a few pixels).
+ControlNets (spec.controlnets) load the first time a request names one (`prepare_controlnet`,
+called from intake's validation thread, so the GPU loop keeps serving other batches meanwhile),
+under their own lock, and are kept: each is a pipeline made with from_pipe around the loaded
+modules.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import torch
 from imagegen_api.specs import ImageModelSpec
 from PIL import Image
 
-from . import architecture, flow, loader, optimize, samplers, sources
+from . import architecture, controlnet, flow, loader, optimize, samplers, sources
 from .jobs import Adapters, ImageJob, batch_key
 
 log = logging.getLogger(__name__)
@@ -72,6 +76,9 @@ class ModelRunner:
         self._scheduler_config = dict(pipeline.scheduler.config)
         self._adapters: Adapters | None = None  # active on the modules; None: as loaded
         self._derived: dict[str, Any] = {}  # mode → img2img / inpaint pipeline (from_pipe)
+        self._controlnets: dict[str, Any] = {}  # declared name → ControlNet pipeline
+        self._controlnet_lock = threading.Lock()  # one ControlNet load at a time
+        self.cache_dir: str | None = None  # where remote ControlNet weights are cached
 
     # --- construction --------------------------------------------------------------------------
 
@@ -113,6 +120,7 @@ class ModelRunner:
             revision = f"{revision}+lora:{digest}"
         runner = cls.from_pipeline(name, pipe, spec, revision=revision, device=dev,
                                    has_loras=bool(lora_revisions))
+        runner.cache_dir = cache_dir
         log.info("model %s loaded from %s on %s (%s, revision %s) in %.1fs", name, spec.source,
                  dev, dtype, revision, time.monotonic() - started)
         return runner
@@ -166,9 +174,14 @@ class ModelRunner:
             extra = {"image": [j.init_image for j in run], "strength": first.strength}
         if first.mode == "inpaint":
             extra.update(mask_image=[j.mask_image for j in run], **size)
+        control_pipe = None
+        if first.control is not None:
+            control_pipe = self.prepare_controlnet(first.control[0])  # outside the GPU lock
+            extra.update(image=[j.control_image for j in run],
+                         controlnet_conditioning_scale=first.control[1])
         with self._lock:
             self._use_adapters(first.loras)
-            pipe = self._pipeline_for(first.mode)
+            pipe = control_pipe if control_pipe is not None else self._pipeline_for(first.mode)
             if first.mode == "img2img" and _takes_size(pipe):
                 extra.update(size)  # SD3's and Flux's img2img default to their native size
             # shares the modules, not the per-call state
@@ -209,6 +222,30 @@ class ModelRunner:
             log.info("model %s: %s pipeline %s made from the loaded one", self.name, mode,
                      type(pipe).__name__)
         return pipe
+
+    def prepare_controlnet(self, name: str) -> Any:
+        """The ControlNet pipeline of declared ControlNet `name`, loaded on first use and kept.
+        Loading holds only the ControlNet lock: batches without it keep running."""
+        with self._controlnet_lock:
+            pipe = self._controlnets.get(name)
+            if pipe is not None:
+                return pipe
+            declared = {c.name: c for c in self.spec.controlnets}
+            if name not in declared:
+                raise ValueError(f"model {self.name} declares no ControlNet {name!r}")
+            started = time.monotonic()
+            model, revision = controlnet.load(declared[name], dtype=self.pipeline.unet.dtype,
+                                              device=self.device, cache_dir=self.cache_dir)
+            pipe = controlnet.pipeline(self.pipeline, self.spec.pipeline, model)
+            self._controlnets[name] = pipe
+            log.info("model %s: ControlNet %s loaded from %s (revision %s) in %.1fs", self.name,
+                     name, declared[name].source, revision, time.monotonic() - started)
+            return pipe
+
+    def loaded_controlnets(self) -> list[str]:
+        """Names of the ControlNets loaded so far."""
+        with self._controlnet_lock:
+            return sorted(self._controlnets)
 
     def warmup(self) -> None:
         """One small generation at the model's default settings (compiles the default shape)."""

@@ -8,6 +8,7 @@ Remote sources (s3://, hf://) are downloaded into the model cache once and reuse
     builtin://tiny-sd3       built in code (flow.py)          revision builtin:tiny-sd3:v1
     builtin://tiny-flux      built in code (flow.py)          revision builtin:tiny-flux:v1
     builtin://shapes-sdxl    trained, dev cache (builtin.py)  revision builtin:shapes-sdxl:<version>
+    builtin://tiny-controlnet-sdxl  a ControlNet built in code (architecture.py)
     file:///abs/dir          that folder                      revision sha256:<content hash>
     pvc://claim/path         <model cache root>/path          revision sha256:<content hash>
     s3://bucket/prefix       <cache>/s3/bucket/prefix/<etag digest>   revision s3:<etag digest>
@@ -47,6 +48,10 @@ Progress = Callable[[str], None]
 BUILTIN_MODELS: dict[str, architecture.SdxlArchitecture | flow.FlowArchitecture] = {
     "tiny-sdxl": architecture.TINY,
     **flow.ARCHITECTURES,
+}
+# builtin://<name> of ControlNets built in code (families.BUILTIN_CONTROLNETS: the family).
+BUILTIN_CONTROLNETS: dict[str, architecture.ControlNetArchitecture] = {
+    "tiny-controlnet-sdxl": architecture.TINY_CONTROLNET,
 }
 
 # Bounds on what a local source may hold: above any real checkpoint (the largest public
@@ -89,7 +94,7 @@ def parse_source(uri: str) -> Source:
     parts = urlsplit(uri)
     scheme, netloc, path = parts.scheme, parts.netloc, unquote(parts.path)
     if scheme == "builtin":
-        known = sorted([*BUILTIN_MODELS, *builtin.TRAINED])
+        known = sorted([*BUILTIN_MODELS, *builtin.TRAINED, *BUILTIN_CONTROLNETS])
         if netloc not in known:
             raise ValueError(f"unknown builtin model {netloc!r} (known: {known})")
         return Source("builtin", netloc)
@@ -132,7 +137,8 @@ def resolve(
     if src.scheme == "builtin" and src.location in builtin.TRAINED:
         return LocalWeights(src, *builtin.locate(src.location))  # BuiltinNotTrained if absent
     if src.scheme == "builtin":
-        return LocalWeights(src, None, BUILTIN_MODELS[src.location].revision)
+        arch = BUILTIN_MODELS.get(src.location) or BUILTIN_CONTROLNETS[src.location]
+        return LocalWeights(src, None, arch.revision)
     if src.scheme in ("file", "pvc"):
         local = Path(src.location) if src.scheme == "file" else root / src.path
         if not local.exists():
