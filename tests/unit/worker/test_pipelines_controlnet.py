@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from imagegen_api.specs import ImageModelSpec
-from imagegen_worker.pipelines import ImageJob, ModelRunner, architecture, controlnet
+from imagegen_worker.pipelines import ImageJob, ModelRunner, controlnet, controlnet_architecture
 from PIL import Image
 
 SPEC = ImageModelSpec(
@@ -77,8 +77,9 @@ def test_undeclared_controlnet_is_refused(tiny: ModelRunner) -> None:
 
 
 def test_builtin_controlnet_is_deterministic_and_not_zero() -> None:
-    a = architecture.build_controlnet(architecture.TINY_CONTROLNET, seed=controlnet.BUILTIN_SEED)
-    b = architecture.build_controlnet(architecture.TINY_CONTROLNET, seed=controlnet.BUILTIN_SEED)
+    tiny = controlnet_architecture.TINY_CONTROLNET
+    a = controlnet_architecture.build_controlnet(tiny, seed=controlnet.BUILTIN_SEED)
+    b = controlnet_architecture.build_controlnet(tiny, seed=controlnet.BUILTIN_SEED)
     for (name, ta), tb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.equal(ta, tb), name
     # The zero convolutions carry weights: a zero ControlNet would change nothing.

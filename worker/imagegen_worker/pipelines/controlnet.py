@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from imagegen_api.specs import ControlNet
 
-from . import architecture, loader, sources
+from . import controlnet_architecture, loader, sources
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ def load(declared: ControlNet, *, dtype: torch.dtype, device: str,
         if arch is None:
             raise loader.ModelLoadError(f"controlnet {declared.name}: {declared.source} is a "
                                         "builtin model, not a ControlNet")
-        model = architecture.build_controlnet(arch, seed=BUILTIN_SEED, dtype=dtype)
+        model = controlnet_architecture.build_controlnet(arch, seed=BUILTIN_SEED, dtype=dtype)
     else:
         from diffusers import ControlNetModel
 

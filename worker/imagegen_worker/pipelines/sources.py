@@ -8,7 +8,7 @@ Remote sources (s3://, hf://) are downloaded into the model cache once and reuse
     builtin://tiny-sd3       built in code (flow.py)          revision builtin:tiny-sd3:v1
     builtin://tiny-flux      built in code (flow.py)          revision builtin:tiny-flux:v1
     builtin://shapes-sdxl    trained, dev cache (builtin.py)  revision builtin:shapes-sdxl:<version>
-    builtin://tiny-controlnet-sdxl  a ControlNet built in code (architecture.py)
+    builtin://tiny-controlnet-sdxl  a ControlNet built in code (controlnet_architecture.py)
     file:///abs/dir          that folder                      revision sha256:<content hash>
     pvc://claim/path         <model cache root>/path          revision sha256:<content hash>
     s3://bucket/prefix       <cache>/s3/bucket/prefix/<etag digest>   revision s3:<etag digest>
@@ -37,7 +37,7 @@ from urllib.parse import unquote, urlsplit
 
 from imagegen_api import naming, specs
 
-from . import architecture, builtin, flow
+from . import architecture, builtin, controlnet_architecture, flow
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,8 @@ BUILTIN_MODELS: dict[str, architecture.SdxlArchitecture | flow.FlowArchitecture]
     **flow.ARCHITECTURES,
 }
 # builtin://<name> of ControlNets built in code (families.BUILTIN_CONTROLNETS: the family).
-BUILTIN_CONTROLNETS: dict[str, architecture.ControlNetArchitecture] = {
-    "tiny-controlnet-sdxl": architecture.TINY_CONTROLNET,
+BUILTIN_CONTROLNETS: dict[str, controlnet_architecture.ControlNetArchitecture] = {
+    "tiny-controlnet-sdxl": controlnet_architecture.TINY_CONTROLNET,
 }
 
 # Bounds on what a local source may hold: above any real checkpoint (the largest public
