@@ -129,8 +129,14 @@ class Heartbeater:
             await pipe.execute()
 
     async def run(self) -> None:
+        """Beat every interval until cancelled. A cancel that arrives while redis-py connects
+        can come out of it as a connection error (caught by `beat_once`): the loop then sees
+        the task is being cancelled and ends, instead of beating on and holding the exit."""
+        me = asyncio.current_task()
         while True:
             await self.beat_once()
+            if me is not None and me.cancelling():
+                raise asyncio.CancelledError  # end as the cancelled task it is
             self._wake.clear()
             await wait_event(self._wake, self.interval)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from imagegen_api.messages import Heartbeat
@@ -69,3 +70,50 @@ def test_cache_counts_come_from_the_workers_own_counters() -> None:
         snapshot=WorkerStats().snapshot(), interval_seconds=5, now=1.0, started_at=0.0,
         cache_hits=hits, cache_misses=misses)
     assert (hb.cache_hits, hb.cache_misses, hb.images) == (3, 1, 0)
+
+
+class _SwallowingRedis:
+    """What redis-py can do with a cancel that arrives mid-connect: raise a connection error
+    instead of CancelledError (the heartbeat writes through a pipeline)."""
+
+    def pipeline(self, transaction: bool = False) -> _SwallowingRedis:
+        return self
+
+    async def __aenter__(self) -> _SwallowingRedis:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    def hset(self, *args: Any) -> None:
+        return None
+
+    def expire(self, *args: Any) -> None:
+        return None
+
+    async def execute(self) -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            raise ConnectionError("connection closed while connecting") from None
+
+    async def ping(self) -> bool:
+        return True
+
+
+async def test_a_cancel_swallowed_by_the_redis_call_still_ends_the_loop() -> None:
+    from imagegen_worker.metrics import WorkerMetrics
+
+    def payload() -> Heartbeat:
+        return heartbeat.build(worker="w", role="warm", state="loading", ready=False,
+                               models=["m"], model_revision=None,
+                               snapshot=WorkerStats().snapshot(), interval_seconds=1,
+                               now=0.0, started_at=0.0)
+
+    client: Any = _SwallowingRedis()
+    beats = heartbeat.Heartbeater(client, "k", "w", 0.05, payload, WorkerMetrics())
+    task = asyncio.create_task(beats.run())
+    await asyncio.sleep(0.05)  # inside the first write
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=5)
+    assert task in done and task.cancelled()  # ended as cancelled, not beating on
