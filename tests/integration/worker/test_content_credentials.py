@@ -18,19 +18,27 @@ from imagegen_client import new_request_id
 from imagegen_worker.content_credentials import TRAINED_ALGORITHMIC_MEDIA, read_manifest
 
 from dev.localstack import signing
-from tests.integration.worker.harness import make_pool
+from tests.integration.worker.harness import Pool, make_pool
 
 pytestmark = pytest.mark.integration
+
+
+async def signing_pool(stack: Any, tmp_path: Path, label: str, keys: Path,
+                       monkeypatch: pytest.MonkeyPatch) -> Pool:
+    """A pool with output.contentCredentials set; its workers find the key in `keys`, as the
+    operator mounts the Secret."""
+    monkeypatch.setenv(naming.ENV_CONTENT_CREDENTIALS_DIR, str(keys))
+    pool = await make_pool(stack, tmp_path, label)
+    pool.config = pool.config.model_copy(update={"output": OutputSpec(
+        content_credentials=ContentCredentialsSpec(secret_name="signer"))})
+    await asyncio.to_thread(pool.config_path.write_text, pool.config.dump_json())
+    return pool
 
 
 async def test_every_stored_image_carries_a_valid_signed_manifest(
         stack: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     keys = signing.make_chain("imagegen itest signer").write(tmp_path / "credentials")
-    monkeypatch.setenv(naming.ENV_CONTENT_CREDENTIALS_DIR, str(keys))
-    pool = await make_pool(stack, tmp_path, "c2pa")
-    pool.config = pool.config.model_copy(update={"output": OutputSpec(
-        content_credentials=ContentCredentialsSpec(secret_name="signer"))})
-    await asyncio.to_thread(pool.config_path.write_text, pool.config.dump_json())
+    pool = await signing_pool(stack, tmp_path, "c2pa", keys, monkeypatch)
     try:
         worker = await pool.spawn()
         requests = [GenerationRequest(request_id=new_request_id("c2pa"), model="tiny",
@@ -64,11 +72,7 @@ async def test_a_key_that_cannot_sign_stops_the_worker_naming_the_file(
         stack: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     keys = signing.make_chain().write(tmp_path / "credentials")
     (keys / "tls.key").unlink()  # a Secret without the key
-    monkeypatch.setenv(naming.ENV_CONTENT_CREDENTIALS_DIR, str(keys))
-    pool = await make_pool(stack, tmp_path, "c2pa-bad")
-    pool.config = pool.config.model_copy(update={"output": OutputSpec(
-        content_credentials=ContentCredentialsSpec(secret_name="signer"))})
-    await asyncio.to_thread(pool.config_path.write_text, pool.config.dump_json())
+    pool = await signing_pool(stack, tmp_path, "c2pa-bad", keys, monkeypatch)
     try:
         worker = pool.start_worker()
         code = await asyncio.to_thread(worker.proc.wait, 120)

@@ -40,7 +40,7 @@ from transformers import CLIPTextModel, CLIPTextModelWithProjection, T5Config, T
 
 from . import t5tokenizer
 from . import tokenizer as clip_tokenizer
-from .architecture import _text_config
+from .architecture import TINY, _text_config
 
 
 @dataclass(frozen=True)
@@ -83,21 +83,11 @@ _T5: dict[str, Any] = {
 
 
 def _vae(scaling_factor: float, shift_factor: float) -> dict[str, Any]:
-    return {
-        "in_channels": 3,
-        "out_channels": 3,
-        "block_out_channels": (8, 16, 32, 32),
-        "down_block_types": ("DownEncoderBlock2D",) * 4,
-        "up_block_types": ("UpDecoderBlock2D",) * 4,
-        "layers_per_block": 1,
-        "latent_channels": 16,
-        "norm_num_groups": 8,
-        "sample_size": 64,
-        "scaling_factor": scaling_factor,
-        "shift_factor": shift_factor,
-        "use_quant_conv": False,
-        "use_post_quant_conv": False,
-    }
+    """The tiny SDXL VAE's body with the flow families' 16 latent channels, their scaling and
+    shift, and no quant convs (as SD3's and Flux's VAEs)."""
+    body = {k: v for k, v in TINY.vae.items() if k != "force_upcast"}
+    return {**body, "latent_channels": 16, "scaling_factor": scaling_factor,
+            "shift_factor": shift_factor, "use_quant_conv": False, "use_post_quant_conv": False}
 
 
 TINY_SD3 = FlowArchitecture(
